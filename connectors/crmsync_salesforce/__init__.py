@@ -1,0 +1,1 @@
+"""Placeholder: the salesforce connector is being written."""
