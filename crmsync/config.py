@@ -248,13 +248,13 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return [k for k in fields if k not in ("base_dir", "source")]
 
 
-def format_validation_error(exc: ValidationError, filename: str, text: str, model: type[BaseModel]) -> str:
+def format_validation_error(exc: ValidationError, filename: str, text: str, model: type[BaseModel], prefix: str = "") -> str:
     lines = [f"{filename}: {exc.error_count()} problem(s):"]
     for err in exc.errors():
         loc = tuple(err["loc"])
         # drop discriminator tags pydantic inserts, e.g. providers.fast.openai.model → providers.fast.model
         shown = [str(x) for x in loc if x not in ("openai", "anthropic", "llamacpp") or x == loc[0]]
-        key = ".".join(f"[{x}]" if x.isdigit() else x for x in shown).replace(".[", "[") or "(top level)"
+        key = prefix + (".".join(f"[{x}]" if x.isdigit() else x for x in shown).replace(".[", "[") or "(top level)")
         last = str(loc[-1]) if loc else ""
         line = _line_of(text, last) if last and not last.isdigit() else None
         at = f" (line {line})" if line else ""

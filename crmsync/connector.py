@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -104,6 +104,17 @@ class Connector(ABC):
     def check(self) -> list[Problem]:
         """Verify credentials, reachability, and that every mapped field exists with a fitting type and
         is readable (inputs) or updateable (outputs). Return the problems found, each with its fix."""
+
+    def fetch_ids(self, ids: Sequence[str]) -> Iterator[CrmLead]:
+        """Yield the current state of these leads (for an admin's rescore). The default scans
+        ``fetch(since=epoch)``; override it where the CRM can read records by id."""
+        wanted = set(ids)
+        for lead in self.fetch(datetime(1970, 1, 1, tzinfo=timezone.utc), 10_000_000):
+            if lead.id in wanted:
+                wanted.discard(lead.id)
+                yield lead
+                if not wanted:
+                    return
 
     def create_fields(self) -> list[str]:
         """Create the missing output fields, if the CRM allows it; return what was created. Idempotent."""

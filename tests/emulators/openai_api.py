@@ -4,9 +4,8 @@ from __future__ import annotations
 import hashlib
 import time
 
-from ._http import (
-    BaseEmulator, Behaviour, answer_text, content_text, logprob_entries, new_id, ntokens,
-)
+from ._http import BaseEmulator
+from .behaviours import Behaviour, answer_text, content_text, logprob_entries, new_id, ntokens
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TIERS = ("default", "flex", "scale", "priority", "fast")
@@ -55,6 +54,9 @@ class OpenAIEmulator(BaseEmulator):
     """Chat Completions emulator. ``base_url`` ends in ``/v1``; auth is ``Authorization: Bearer``.
 
     Usage: ``with OpenAIEmulator() as oa: openai.OpenAI(base_url=oa.base_url, api_key=oa.api_key)``.
+    Prompt caching: a request whose leading system/developer message (same model, same text) was seen
+    before reports ``cached_tokens`` = that message's tokens rounded down to a multiple of 128, when the
+    prompt and the cached amount are both >= ``cache_min_tokens`` (1024, as on the real API).
     """
 
     path = "/v1/chat/completions"
@@ -73,7 +75,7 @@ class OpenAIEmulator(BaseEmulator):
         return headers.get("authorization", "") == f"Bearer {self.api_key}"
 
     def _headers(self) -> dict:
-        return {"x-request-id": new_id("req_", 32), "openai-processing-ms": "1", "openai-version": "2020-10-01",
+        return {"x-request-id": self._rid(), "openai-processing-ms": "1", "openai-version": "2020-10-01",
                 "openai-organization": "org-emulator", "x-ratelimit-limit-requests": "10000",
                 "x-ratelimit-remaining-requests": "9999", "x-ratelimit-reset-requests": "6ms"}
 

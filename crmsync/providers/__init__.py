@@ -1,0 +1,1 @@
+"""LLM providers. Each SDK is imported by exactly one module here."""

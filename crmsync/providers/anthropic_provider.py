@@ -1,0 +1,85 @@
+"""Anthropic Messages API. The only module that imports ``anthropic``."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+
+from ..config import AnthropicProviderConfig, require_env
+from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..models import ModelAnswer, Usage
+from .base import Prompt, Provider, Repair, Reply, parse_retry_after, validate_answer
+
+TRANSIENT = {408, 409, 429}
+TOOL = "record_lead_score"
+
+
+class AnthropicProvider(Provider):
+    def __init__(self, name: str, cfg: AnthropicProviderConfig, **kw: Any) -> None:
+        super().__init__(name, cfg.model, max_retries=cfg.max_retries, max_retry_after_s=cfg.max_retry_after_s, **kw)
+        self.cfg = cfg
+        # max_retries=0: the SDK would sleep any Retry-After (up to ~49 days); base.with_retries caps it.
+        self.client = anthropic.Anthropic(
+            api_key=require_env(cfg.api_key_env, f"provider {name!r}"),
+            base_url=cfg.base_url,
+            timeout=cfg.timeout_s,
+            max_retries=0,
+        )
+        self.schema = anthropic.transform_schema(ModelAnswer.wire_schema())
+
+    def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
+        if repair:
+            messages += [
+                {"role": "assistant", "content": repair.raw or "(no answer)"},
+                {"role": "user", "content": f"That answer was invalid ({repair.problem}). Reply again with only the JSON object, every value in range."},
+            ]
+        kwargs: dict[str, Any] = {
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_output_tokens,
+            # The rubric is the stable prefix: cache it (silently ignored when shorter than the model's minimum).
+            "system": [{"type": "text", "text": prompt.system, "cache_control": {"type": "ephemeral"}}],
+            "messages": messages,
+        }
+        if self.cfg.temperature is not None:
+            # anthropic 2.14's create() has no ``temperature`` keyword (TypeError); the Messages API takes it.
+            kwargs["extra_body"] = {"temperature": self.cfg.temperature}
+        if self.cfg.structured_output == "tool":
+            kwargs["tools"] = [{"name": TOOL, "description": "Record the lead's score.", "input_schema": self.schema, "strict": True}]
+            kwargs["tool_choice"] = {"type": "tool", "name": TOOL}
+        else:
+            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": self.schema}}
+        try:
+            msg = self.client.messages.create(**kwargs)
+        except anthropic.APIConnectionError as exc:
+            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            text = f"{self.name}: HTTP {status}: {exc.message}"
+            if status in TRANSIENT or status >= 500:
+                raise ProviderUnavailable(text, retry_after=parse_retry_after(exc.response.headers), status=status) from None
+            raise ProviderRejected(text, status=status) from None
+        usage = _usage(msg.usage)
+        if msg.stop_reason == "refusal":
+            raise InvalidAnswer("refusal", "the model refused", usage=usage)
+        if msg.stop_reason == "max_tokens":
+            raise InvalidAnswer("truncated", f"hit max_output_tokens ({self.cfg.max_output_tokens})", usage=usage)
+        raw = ""
+        for block in msg.content:
+            if block.type == "tool_use" and block.name == TOOL:
+                raw = json.dumps(block.input)
+                break
+            if block.type == "text":
+                raw += block.text
+        return Reply(answer=validate_answer(raw, usage), usage=usage, raw=raw)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _usage(u: Any) -> Usage:
+    read = getattr(u, "cache_read_input_tokens", None) or 0
+    written = getattr(u, "cache_creation_input_tokens", None) or 0
+    # Anthropic's input_tokens is the uncached part only; ours counts all input.
+    return Usage(input_tokens=(u.input_tokens or 0) + read + written, cached_input_tokens=read, cache_write_tokens=written, output_tokens=u.output_tokens or 0)

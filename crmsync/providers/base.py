@@ -1,0 +1,152 @@
+"""The provider contract, the prompt, and the retry decision every provider shares."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from ..config import PriceConfig
+from ..errors import InvalidAnswer, ProviderUnavailable
+from ..models import ModelAnswer, Usage
+
+log = logging.getLogger("crmsync.providers")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """System = crmsync's preamble + the rubric (a stable, cacheable prefix). User = the lead's JSON block."""
+
+    system: str
+    user: str
+    cache_key: str  # the rubric version: routes requests with the same prefix to the same cache
+
+
+@dataclass(frozen=True)
+class Repair:
+    """The previous invalid answer and why it was invalid: sent back once for a corrected answer."""
+
+    raw: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    answer: ModelAnswer
+    usage: Usage
+    raw: str
+    logprob_confidence: float | None = None
+
+
+class Provider(ABC):
+    """One model behind one API. ``score`` asks once (with its own bounded retries of transient errors).
+
+    Raises ``ProviderUnavailable`` (429, 5xx, 529, timeout, connection: fall back to the next step),
+    ``ProviderRejected`` (401, 403, 400, 404: a configuration error) or ``InvalidAnswer`` (the model
+    answered, but not validly: repair once, then fall back). ``InvalidAnswer.usage`` carries the tokens
+    spent, so invalid answers are still costed.
+    """
+
+    def __init__(self, name: str, model: str, *, max_retries: int, max_retry_after_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.name = name
+        self.model = model
+        self.max_retries = max_retries
+        self.max_retry_after_s = max_retry_after_s
+        self._sleep = sleep
+
+    @abstractmethod
+    def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply: ...
+
+    def score(self, prompt: Prompt, repair: Repair | None = None) -> Reply:
+        return with_retries(lambda: self._ask(prompt, repair), self.max_retries, self.max_retry_after_s, self._sleep, self.name)
+
+    def close(self) -> None:
+        """Release clients and models."""
+
+
+def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float | None:
+    """How long to wait before retry number ``attempt`` (1-based), or None to give up now.
+
+    Retry-After is honoured up to our cap; above it we fall back at once instead of stalling the daemon
+    (the chain's cooldown then honours it, with its own cap). Otherwise exponential backoff with jitter,
+    like the SDKs: 0.5 s, 1 s, 2 s ... at most 8 s, minus up to 25 %.
+    """
+    if retry_after is not None:
+        return retry_after if retry_after <= cap else None
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
+
+
+def with_retries(call: Callable[[], T], max_retries: int, cap: float, sleep: Callable[[float], None], who: str) -> T:
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except ProviderUnavailable as exc:
+            attempt += 1
+            delay = retry_delay(attempt, exc.retry_after, cap) if attempt <= max_retries else None
+            if delay is None:
+                log.debug("%s: giving up after %d attempt(s): %s", who, attempt, exc)
+                raise
+            log.debug("%s: retry %d in %.2fs: %s", who, attempt, delay, exc)
+            sleep(delay)
+
+
+def parse_retry_after(headers: object) -> float | None:
+    """``retry-after-ms`` first, then ``retry-after`` in seconds (HTTP dates are treated as absent)."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def validate_answer(raw: str, usage: Usage) -> ModelAnswer:
+    """Parse and validate a model's JSON. The one rule for out-of-range values: reject, never clamp."""
+    text = raw.strip()
+    if text.startswith("```"):  # some OpenAI-compatible servers wrap JSON in a fence
+        text = re.sub(r"^```(?:json)?\s*|\s*```$", "", text)
+    try:
+        return ModelAnswer.model_validate_json(text).trimmed()
+    except ValidationError as exc:
+        kinds = {e["type"] for e in exc.errors()}
+        kind = "malformed_json" if "json_invalid" in kinds else "schema_violation"
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(answer)"
+        raise InvalidAnswer(kind, f"{where}: {first['msg']}", raw=raw[:2000], usage=usage) from None
+
+
+def score_token_confidence(content: str, tokens: list[tuple[str, float]]) -> float | None:
+    """P(first digit of the score) from token logprobs: how sure the model was of the score's decade."""
+    m = re.search(r'"score"\s*:\s*(\d)', content)
+    if not m:
+        return None
+    target = m.start(1)
+    pos = 0
+    for text, logprob in tokens:
+        if pos <= target < pos + len(text):
+            return math.exp(logprob)
+        pos += len(text)
+    return None
+
+
+def cost_usd(usage: Usage, price: PriceConfig | None) -> float:
+    if price is None:
+        return 0.0
+    cached_p = price.cached_input if price.cached_input is not None else price.input
+    write_p = price.cache_write if price.cache_write is not None else price.input
+    uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+    return (uncached * price.input + usage.cached_input_tokens * cached_p + usage.cache_write_tokens * write_p + usage.output_tokens * price.output) / 1_000_000

@@ -1,0 +1,192 @@
+"""The provider chain: ordered steps with fallback, escalation and per-provider cooldown.
+
+For one lead, steps run in order. A step that fails (unavailable, rejected, invalid after one repair)
+hands over to the next (fallback). A step that answers validly ends the chain unless its confidence is
+under its ``escalate_below`` (escalation): then the next step scores too. The decision is ``_escalate``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..config import ChainStep, CooldownConfig, PriceConfig, ReviewConfig
+from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..models import Hop, HopOutcome, ModelAnswer, ReviewReason, ScoreResult, ScoreStatus, Usage
+from ..rubric import Rubric
+from .base import Prompt, Provider, Repair, Reply, cost_usd
+
+log = logging.getLogger("crmsync.chain")
+
+
+@dataclass
+class Cooldowns:
+    """Per-provider pauses after failures. The clock is injected so tests can move time."""
+
+    cfg: CooldownConfig
+    clock: Callable[[], float] = time.monotonic
+    _until: dict[str, float] = field(default_factory=dict)
+    _failures: dict[str, int] = field(default_factory=dict)
+    _told: set[str] = field(default_factory=set)
+
+    def remaining(self, name: str) -> float:
+        return max(0.0, self._until.get(name, 0.0) - self.clock())
+
+    def failed(self, name: str, retry_after: float | None) -> float:
+        n = self._failures.get(name, 0) + 1
+        self._failures[name] = n
+        pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** (n - 1)))
+        self._until[name] = self.clock() + pause
+        return pause
+
+    def rejected(self, name: str, message: str) -> None:
+        self._until[name] = self.clock() + self.cfg.rejected_s
+        if name not in self._told:  # loudly, once: the same bad key would otherwise fill the log
+            self._told.add(name)
+            log.error("provider %s refused the request (configuration error), paused %.0fs: %s", name, self.cfg.rejected_s, message)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+        self._told.discard(name)
+
+
+@dataclass(frozen=True)
+class _Valid:
+    step: ChainStep
+    hop: Hop
+    answer: ModelAnswer
+
+
+class Chain:
+    def __init__(
+        self,
+        steps: Sequence[ChainStep],
+        providers: Mapping[str, Provider],
+        *,
+        review: ReviewConfig,
+        cooldowns: Cooldowns,
+        prices: Mapping[str, PriceConfig],
+        repair_attempts: int = 1,
+    ) -> None:
+        self.steps = list(steps)
+        self.providers = providers
+        self.review = review
+        self.cooldowns = cooldowns
+        self.prices = prices
+        self.repair_attempts = repair_attempts
+
+    def score(self, prompt: Prompt, rubric: Rubric, suspicious: bool) -> ScoreResult:
+        hops: list[Hop] = []
+        valid: list[_Valid] = []
+        for i, step in enumerate(self.steps):
+            provider = self.providers[step.provider]
+            wait = self.cooldowns.remaining(step.provider)
+            if wait > 0:
+                hops.append(Hop(step=i, provider=step.provider, model=provider.model, outcome=HopOutcome.cooling_down, detail=f"paused for {wait:.0f}s more"))
+                continue
+            hop, answer = self._run_step(i, step, provider, prompt)
+            hops.append(hop)
+            if answer is None:
+                continue  # fallback
+            valid.append(_Valid(step, hop, answer))
+            if not self._escalate(i, step, hop):
+                break
+        return self._decide(rubric, hops, valid, suspicious)
+
+    def _escalate(self, i: int, step: ChainStep, hop: Hop) -> bool:
+        """The one stop-or-escalate rule: go on when this step was unsure and a next step exists."""
+        return step.escalate_below is not None and (hop.confidence or 0.0) < step.escalate_below and i + 1 < len(self.steps)
+
+    def _run_step(self, i: int, step: ChainStep, provider: Provider, prompt: Prompt) -> tuple[Hop, ModelAnswer | None]:
+        usage = Usage()
+        attempts = 0
+        started = time.monotonic()
+        repair: Repair | None = None
+        outcome, detail, reply = HopOutcome.invalid, "", None
+        while True:
+            attempts += 1
+            try:
+                reply = provider.score(prompt, repair)
+            except InvalidAnswer as exc:
+                usage = usage + (exc.usage if isinstance(exc.usage, Usage) else Usage())
+                detail = str(exc)
+                if attempts <= self.repair_attempts:
+                    repair = Repair(raw=exc.raw or "", problem=str(exc))
+                    continue
+                outcome = HopOutcome.invalid
+                self.cooldowns.succeeded(step.provider)  # it answered: the service is up
+            except ProviderUnavailable as exc:
+                pause = self.cooldowns.failed(step.provider, exc.retry_after)
+                outcome, detail = HopOutcome.unavailable, f"{exc} (paused {pause:.0f}s)"
+            except ProviderRejected as exc:
+                self.cooldowns.rejected(step.provider, str(exc))
+                outcome, detail = HopOutcome.rejected, str(exc)
+            except Exception as exc:  # a provider bug must not lose the lead: treat as unavailable
+                log.exception("provider %s crashed", step.provider)
+                pause = self.cooldowns.failed(step.provider, None)
+                outcome, detail = HopOutcome.unavailable, f"{type(exc).__name__}: {exc} (paused {pause:.0f}s)"
+            else:
+                usage = usage + reply.usage
+                self.cooldowns.succeeded(step.provider)
+                outcome = HopOutcome.ok if attempts == 1 else HopOutcome.repaired
+            break
+        hop = Hop(
+            step=i,
+            provider=step.provider,
+            model=provider.model,
+            outcome=outcome,
+            detail=detail[:500],
+            latency_s=round(time.monotonic() - started, 3),
+            usage=usage,
+            cost_usd=cost_usd(usage, self.prices.get(provider.model)),
+            attempts=attempts,
+        )
+        if outcome not in (HopOutcome.ok, HopOutcome.repaired) or reply is None:
+            return hop, None
+        answer = reply.answer
+        conf = answer.confidence if reply.logprob_confidence is None else min(answer.confidence, reply.logprob_confidence)
+        hop = hop.model_copy(update={"score": answer.score, "confidence": round(conf, 4), "stated_confidence": answer.confidence, "logprob_confidence": reply.logprob_confidence})
+        return hop, answer
+
+    def _decide(self, rubric: Rubric, hops: list[Hop], valid: list[_Valid], suspicious: bool) -> ScoreResult:
+        now = datetime.now(timezone.utc)
+        if not valid:
+            answered = any(h.outcome == HopOutcome.invalid for h in hops)
+            return ScoreResult(
+                status=ScoreStatus.unscorable if answered else ScoreStatus.failed,
+                needs_review=answered,
+                review_reasons=[ReviewReason.no_valid_answer] if answered else [],
+                reasons=[h.detail for h in hops if h.detail][:3],
+                rubric_version=rubric.version,
+                hops=hops,
+                scored_at=now,
+            )
+        final = valid[-1]
+        tier = rubric.tier_for(final.answer.score)
+        reasons: list[ReviewReason] = []
+        confidence = final.hop.confidence or 0.0
+        if confidence < self.review.confidence_below:
+            reasons.append(ReviewReason.low_confidence)
+        for earlier in valid[:-1]:
+            if rubric.tier_for(earlier.answer.score) != tier or abs(earlier.answer.score - final.answer.score) > self.review.max_score_gap:
+                reasons.append(ReviewReason.steps_disagree)
+                break
+        if suspicious or any(v.answer.lead_text_contains_instructions for v in valid):
+            reasons.append(ReviewReason.instructions_in_lead)
+        return ScoreResult(
+            status=ScoreStatus.scored,
+            score=final.answer.score,
+            tier=tier,
+            confidence=confidence,
+            reasons=final.answer.reasons,
+            missing_or_contradictory=final.answer.missing_or_contradictory,
+            needs_review=bool(reasons),
+            review_reasons=reasons,
+            rubric_version=rubric.version,
+            provider=final.step.provider,
+            model=final.hop.model,
+            hops=hops,
+            scored_at=now,
+        )

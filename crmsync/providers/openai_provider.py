@@ -1,0 +1,99 @@
+"""OpenAI and every OpenAI-compatible server (Azure, vLLM, Ollama, llama.cpp server, LM Studio).
+
+The only module that imports ``openai``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+
+from ..config import OpenAIProviderConfig, require_env
+from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..models import ModelAnswer, Usage
+from .base import Prompt, Provider, Repair, Reply, parse_retry_after, score_token_confidence, validate_answer
+
+TRANSIENT = {408, 409, 429}
+
+
+def _status_error(exc: openai.APIStatusError, who: str) -> Exception:
+    status = exc.status_code
+    # The SDK's message carries the server's text, never our key.
+    msg = f"{who}: HTTP {status}: {exc.message}"
+    if status in TRANSIENT or status >= 500:
+        return ProviderUnavailable(msg, retry_after=parse_retry_after(exc.response.headers), status=status)
+    return ProviderRejected(msg, status=status)
+
+
+class OpenAIProvider(Provider):
+    def __init__(self, name: str, cfg: OpenAIProviderConfig, **kw: Any) -> None:
+        super().__init__(name, cfg.model, max_retries=cfg.max_retries, max_retry_after_s=cfg.max_retry_after_s, **kw)
+        self.cfg = cfg
+        # Our own retry loop (base.with_retries) caps Retry-After and logs each decision: the SDK retries none.
+        self.client = openai.OpenAI(
+            api_key=require_env(cfg.api_key_env, f"provider {name!r}"),
+            base_url=cfg.base_url,
+            timeout=cfg.timeout_s,
+            max_retries=0,
+        )
+        schema = ModelAnswer.wire_schema()
+        if cfg.structured_output == "json_schema":
+            self.response_format: dict[str, Any] = {"type": "json_schema", "json_schema": {"name": "lead_score", "schema": schema, "strict": True}}
+        else:  # llama.cpp's server and others accept only json_object with a schema
+            self.response_format = {"type": "json_object", "schema": schema}
+
+    def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ]
+        if repair:
+            messages += [
+                {"role": "assistant", "content": repair.raw},
+                {"role": "user", "content": f"That answer was invalid ({repair.problem}). Reply again with only the JSON object, every value in range."},
+            ]
+        kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "response_format": self.response_format}
+        if self.cfg.structured_output == "json_schema":
+            kwargs["max_completion_tokens"] = self.cfg.max_output_tokens
+            kwargs["prompt_cache_key"] = prompt.cache_key
+        else:
+            kwargs["max_tokens"] = self.cfg.max_output_tokens
+        if self.cfg.temperature is not None:
+            kwargs["temperature"] = self.cfg.temperature
+        if self.cfg.logprobs:
+            kwargs["logprobs"] = True
+        try:
+            completion = self.client.chat.completions.create(**kwargs)
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
+        except openai.APIStatusError as exc:
+            raise _status_error(exc, self.name) from None
+        usage = _usage(completion.usage)
+        if not completion.choices:
+            raise InvalidAnswer("empty", "no choices in the response", usage=usage)
+        choice = completion.choices[0]
+        message = choice.message
+        if getattr(message, "refusal", None):
+            raise InvalidAnswer("refusal", str(message.refusal)[:300], usage=usage)
+        if choice.finish_reason == "length":
+            raise InvalidAnswer("truncated", f"hit max_output_tokens ({self.cfg.max_output_tokens})", raw=message.content, usage=usage)
+        if choice.finish_reason == "content_filter":
+            raise InvalidAnswer("refusal", "content filter", usage=usage)
+        raw = message.content or ""
+        answer = validate_answer(raw, usage)
+        lp = None
+        if choice.logprobs and choice.logprobs.content:
+            lp = score_token_confidence(raw, [(t.token, t.logprob) for t in choice.logprobs.content])
+        return Reply(answer=answer, usage=usage, raw=raw, logprob_confidence=lp)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _usage(u: Any) -> Usage:
+    if u is None:
+        return Usage()
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    written = getattr(details, "cache_write_tokens", None) or 0
+    return Usage(input_tokens=u.prompt_tokens or 0, cached_input_tokens=cached, cache_write_tokens=written, output_tokens=u.completion_tokens or 0)

@@ -1,0 +1,49 @@
+"""Fixtures: a running HubSpot emulator and connectors built against it (real hubspot-api-client, loopback)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crmsync_hubspot import FakeClock
+from hubspot_emulator import HubSpotEmulator
+from hubspot_harness import EPOCH, TOKEN, Harness, add_input_properties
+
+
+@pytest.fixture
+def emulator() -> Iterator[HubSpotEmulator]:
+    emu = HubSpotEmulator(TOKEN).start()
+    add_input_properties(emu)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fake_emulator(fake_clock: FakeClock) -> Iterator[HubSpotEmulator]:
+    """An emulator on the same fake clock as the connector: rate limits and index delay without real waiting."""
+    emu = HubSpotEmulator(TOKEN, clock=lambda: EPOCH + fake_clock.now).start()
+    add_input_properties(emu)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def harness(emulator: HubSpotEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    h = Harness(emulator, tmp_path)
+    h.setup_fields()
+    return h
+
+
+@pytest.fixture
+def fake_harness(fake_emulator: HubSpotEmulator, fake_clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    h = Harness(fake_emulator, tmp_path, fake_clock)
+    h.setup_fields()
+    return h
