@@ -58,7 +58,7 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str) -> 
         if once:
             report = cycle.run(dry_run=dry_run)
             _show_results(report.results, config)
-            out.print(f"[bold]{report.line()}[/bold]")
+            out.print(report.line(), style="bold", markup=False, soft_wrap=True)
             for e in report.errors:
                 err.print(f"[red]error:[/red] {e}")
             sys.exit(0 if report.ok else 1)

@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -31,6 +31,16 @@ class _ProviderBase(_Strict):
     temperature: float | None = Field(0.0, ge=0, le=2)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_var_name(value: str) -> str:
+    """``api_key_env`` names a variable; a pasted key must not reach an error message or a log."""
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError("must be the NAME of an environment variable (letters, digits, _), not the key itself")
+    return value
+
+
 class OpenAIProviderConfig(_ProviderBase):
     type: Literal["openai"]
     base_url: str | None = Field(None, description="Azure, vLLM, Ollama, llama.cpp server, LM Studio ...")
@@ -38,12 +48,16 @@ class OpenAIProviderConfig(_ProviderBase):
     structured_output: Literal["json_schema", "json_object_schema"] = "json_schema"
     logprobs: bool = Field(False, description="ask for token logprobs and fold them into the confidence")
 
+    _env_name = field_validator("api_key_env")(_env_var_name)
+
 
 class AnthropicProviderConfig(_ProviderBase):
     type: Literal["anthropic"]
     base_url: str | None = None
     api_key_env: str = "ANTHROPIC_API_KEY"
     structured_output: Literal["output_format", "tool"] = "output_format"
+
+    _env_name = field_validator("api_key_env")(_env_var_name)
 
 
 class LlamaCppProviderConfig(_ProviderBase):
@@ -252,8 +266,10 @@ def format_validation_error(exc: ValidationError, filename: str, text: str, mode
     lines = [f"{filename}: {exc.error_count()} problem(s):"]
     for err in exc.errors():
         loc = tuple(err["loc"])
-        # drop discriminator tags pydantic inserts, e.g. providers.fast.openai.model → providers.fast.model
-        shown = [str(x) for x in loc if x not in ("openai", "anthropic", "llamacpp") or x == loc[0]]
+        # drop the discriminator tag pydantic inserts, e.g. providers.fast.openai.model → providers.fast.model
+        # (only that position: a provider may well be named "openai")
+        tagged = len(loc) > 2 and loc[0] == "providers" and loc[2] in ("openai", "anthropic", "llamacpp")
+        shown = [str(x) for i, x in enumerate(loc) if not (tagged and i == 2)]
         key = prefix + (".".join(f"[{x}]" if x.isdigit() else x for x in shown).replace(".[", "[") or "(top level)")
         last = str(loc[-1]) if loc else ""
         line = _line_of(text, last) if last and not last.isdigit() else None
@@ -269,7 +285,8 @@ def format_validation_error(exc: ValidationError, filename: str, text: str, mode
             lines.append(f"  - `{key}`{at}: `type` must be one of openai, anthropic, llamacpp.")
         else:
             got = err.get("input")
-            got_s = "" if isinstance(got, dict) else f", got {got!r}"
+            secretish = last == "api_key_env" or any(w in last.lower() for w in ("secret", "password", "api_key"))
+            got_s = "" if isinstance(got, dict) or secretish else f", got {got!r}"
             lines.append(f"  - `{key}`{at}: {err['msg']}{got_s}.")
     return "\n".join(lines)
 

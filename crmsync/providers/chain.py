@@ -37,7 +37,7 @@ class Cooldowns:
     def failed(self, name: str, retry_after: float | None) -> float:
         n = self._failures.get(name, 0) + 1
         self._failures[name] = n
-        pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** (n - 1)))
+        pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** min(n - 1, 32)))  # no float overflow in long outages
         self._until[name] = self.clock() + pause
         return pause
 

@@ -108,7 +108,7 @@ class HubSpotEmulator:
         self.groups: dict[str, dict[str, dict]] = {t: {"contactinformation": {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}} for t in self.objects}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property

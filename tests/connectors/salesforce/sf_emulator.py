@@ -76,6 +76,7 @@ class SalesforceEmulator:
         self.script: list[tuple[Any, ...]] = []  # ("status", 503, code) / ("drop",) for the next REST calls
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, logins included
         self.logins = 0
+        self.queries: list[str] = []  # every SOQL text received
         self.jwt_public_key: Any = None
         self.clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
         self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
@@ -88,7 +89,7 @@ class SalesforceEmulator:
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.base_url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -164,6 +165,7 @@ class SalesforceEmulator:
         return out
 
     def _query(self, soql: str, options: str) -> tuple[int, Any]:
+        self.queries.append(soql)
         try:
             q = sf_soql.parse(soql, self.schema)
         except sf_soql.SoqlError as exc:

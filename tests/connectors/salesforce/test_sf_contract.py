@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SF_FIELDS, build
+from sf_helpers import SF_FIELDS, build
 from sf_emulator import SalesforceEmulator
 
 from crmsync.testing import ConnectorContract

@@ -1,0 +1,62 @@
+"""The SOQL builder: names are validated, values are typed literals, nothing a user types reaches a query."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sf_helpers import SF_FIELDS
+
+from crmsync import ConfigError, FieldsConfig
+from crmsync_salesforce import soql
+
+
+@pytest.mark.parametrize("good", ["Id", "Company", "AI_Score__c", "Monthly_Order_Volume__c", "Owner__r", "X1"])
+def test_valid_names_pass(good: str) -> None:
+    assert soql.name(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "1abc", "Id, Name", "Company FROM Lead --", "AI_Score__c OR Id != null", "Name'", "a__b__c", "Score_", "_x", "Lead.Name", "x" * 81],
+)
+def test_invalid_names_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid field API name"):
+        soql.name(bad)
+
+
+def test_datetime_literal_is_unquoted_utc_z() -> None:
+    local = datetime(2026, 1, 1, 1, 30, 5, 999_000, tzinfo=timezone(timedelta(hours=1)))
+    assert soql.datetime_literal(local) == "2026-01-01T00:30:05Z"
+    with pytest.raises(ValueError):
+        soql.datetime_literal(datetime(2026, 1, 1))
+
+
+def test_string_literal_escapes_quotes_and_backslashes() -> None:
+    assert soql.string_literal("O'Brien\\") == "'O\\'Brien\\\\'"
+
+
+def test_select() -> None:
+    q = soql.select("Lead", ["Id", "Company", "Id"], "AI_Score__c = null", order_by=["CreatedDate", "Id"], limit=5)
+    assert q == "SELECT Id, Company FROM Lead WHERE AI_Score__c = null ORDER BY CreatedDate ASC, Id ASC LIMIT 5"
+
+
+def test_injection_through_the_field_mapping_is_refused(make) -> None:
+    evil = FieldsConfig(
+        inputs={"company": "Company FROM Lead WHERE Id != null --"},
+        outputs=SF_FIELDS.outputs, review_decision=SF_FIELDS.review_decision,
+    )
+    with pytest.raises(ConfigError):
+        make(fields=evil)
+
+
+def test_lead_values_never_reach_the_query(make, emulator) -> None:
+    emulator.add({"Company": "x' OR Id != null OR Company = 'y", "Title": "\\'; DELETE"})
+    conn = make()
+    since = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    leads = list(conn.fetch(since, 50))
+    assert leads[0].inputs["company"] == "x' OR Id != null OR Company = 'y"
+    assert emulator.queries == [
+        "SELECT Id, LastModifiedDate, AI_Score__c, AI_Review_Decision__c, Company, Title, Monthly_Order_Volume__c, Description "
+        "FROM Lead WHERE (AI_Score__c = null OR LastModifiedDate > 2026-03-04T05:06:07Z) AND IsConverted = false "
+        "ORDER BY CreatedDate ASC, Id ASC LIMIT 50"
+    ]
