@@ -15,7 +15,7 @@ from .logs import secret_env_vars, setup_logging
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True)
-config_option = click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="CRMSYNC_CONFIG",
+config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="CRMSYNC_CONFIG",
                              help="The TOML config file. Default: the embedded default (local CRM, local model).")
 
 
@@ -60,7 +60,7 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str) -> 
             _show_results(report.results, config)
             out.print(report.line(), style="bold", markup=False, soft_wrap=True)
             for e in report.errors:
-                err.print(f"[red]error:[/red] {e}")
+                err.print(f"error: {e}", style="red", markup=False, highlight=False)
             sys.exit(0 if report.ok else 1)
         sys.exit(Daemon(cycle, config.daemon.interval_s, dry_run=dry_run).run_forever())
     finally:
@@ -144,7 +144,7 @@ def status(config_path: Path | None) -> None:
     t.add_row("cost in total", f"${s['cost_total']:.6f} in {s['calls_total']} calls")
     out.print(t)
     for lead_id, reason in s["parked"]:
-        out.print(f"[yellow]parked[/yellow] {lead_id}: {reason}")
+        out.print(f"parked {lead_id}: {reason}", style="yellow", markup=False, highlight=False)
 
 
 @cli.command()
@@ -157,7 +157,7 @@ def check(config_path: Path | None) -> None:
     problems = run_checks(config)
     for p in problems:
         color = "red" if p.severity == "error" else "yellow"
-        out.print(f"[{color}]{p.severity}[/{color}] {p.where}: {p.message}\n    fix: {p.fix}")
+        out.print(f"{p.severity} {p.where}: {p.message}\n    fix: {p.fix}", style=color, markup=False, highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     out.print("all checks passed" if not errors else f"{len(errors)} problem(s)")
     sys.exit(1 if errors else 0)
@@ -213,8 +213,9 @@ def main() -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except ConfigError as exc:
-        err.print(f"[red]configuration error[/red]\n{exc}", highlight=False)
+        err.print("configuration error", style="red")
+        err.print(str(exc), markup=False, highlight=False)
         sys.exit(2)
     except CrmsyncError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
         sys.exit(1)

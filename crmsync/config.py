@@ -287,7 +287,8 @@ def format_validation_error(exc: ValidationError, filename: str, text: str, mode
             got = err.get("input")
             secretish = last == "api_key_env" or any(w in last.lower() for w in ("secret", "password", "api_key"))
             got_s = "" if isinstance(got, dict) or secretish else f", got {got!r}"
-            lines.append(f"  - `{key}`{at}: {err['msg']}{got_s}.")
+            text = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - `{key}`{at}: {text}{got_s}." if key != "(top level)" else f"  - {text}.")
     return "\n".join(lines)
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from crmsync.models import HopOutcome, ScoreStatus
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed in the project venv; this must not silently skip there")
 
 
 @pytest.fixture(scope="module")

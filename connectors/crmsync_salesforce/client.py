@@ -68,6 +68,8 @@ def make_session(options: SalesforceOptions, base_dir: Path) -> ConfiguredSessio
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return True
+    if isinstance(exc, SalesforceAuthenticationFailed):  # a login answered by a 5xx page, not by a login fault
+        return isinstance(exc.code, int) and exc.code >= 500
     return isinstance(exc, SalesforceGeneralError) and int(getattr(exc, "status", 0) or 0) >= 500
 
 
@@ -151,6 +153,8 @@ class SalesforceClient:
                 f"Salesforce {what}: no answer after {attempts} attempts ({type(exc).__name__}); will try again later"
             ) from None
         except SalesforceAuthenticationFailed as exc:
+            if _is_transient(exc):
+                raise RetriableConnectorError(f"Salesforce login: HTTP {exc.code} after {attempts} attempts; will try again later") from None
             raise FatalConnectorError(self.scrub(
                 f"Salesforce login failed ({exc.code}: {exc.auth_message}). Check the credentials named in "
                 f"[crm.options.auth] and `domain` = {self.options.domain!r}."

@@ -1,15 +1,29 @@
 """``[crm.options]`` for Salesforce: one small auth class per mode, secrets only as environment variable names."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crmsync import ConnectorOptions
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class _Auth(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_names(cls, data: Any) -> Any:
+        # Checked on the whole table so a pasted secret is never echoed back in the validation error.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key.endswith("_env") and value is not None and not (isinstance(value, str) and _ENV_NAME.fullmatch(value)):
+                    raise ValueError(f"`{key}` must be the NAME of an environment variable (e.g. SF_PASSWORD), not the secret itself")
+        return data
 
 
 class ClientCredentialsAuth(_Auth):

@@ -282,3 +282,25 @@ def test_1000_leads_cost_the_minimum_calls(make, emulator) -> None:
     assert data_calls(emulator) == 6 + 1  # + one describe per connector
     assert emulator.logins == 1  # the login is not an API request in Salesforce's count
     assert emulator.api_used == 7
+
+
+def test_a_secret_pasted_into_an_env_key_is_not_echoed() -> None:
+    from pydantic import ValidationError
+
+    from crmsync.config import format_validation_error
+    from crmsync_salesforce import SalesforceOptions
+
+    pasted = "00D000000000001!AQ-pasted-token"
+    with pytest.raises(ValidationError) as err:
+        SalesforceOptions.model_validate({"auth": {"mode": "access_token", "access_token_env": pasted}, "instance_url": "https://x.my.salesforce.com"})
+    text = format_validation_error(err.value, "crmsync.toml", "", SalesforceOptions)
+    assert "access_token_env" in text and pasted not in text
+
+
+def test_a_login_answered_by_a_5xx_page_is_retried_not_fatal(make, emulator, monkeypatch) -> None:
+    original, answers = emulator.login_soap, [(503, "Service Unavailable")] * 2
+    monkeypatch.setattr(emulator, "login_soap", lambda body: answers.pop(0) if answers else original(body))
+    assert make().check() == []
+    answers[:] = [(503, "Service Unavailable")] * 5
+    with pytest.raises(RetriableConnectorError, match="login: HTTP 503"):
+        list(make(max_retries=1).fetch(None, 10))
