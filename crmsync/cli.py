@@ -202,6 +202,12 @@ def fields_create(config_path: Path | None) -> None:
     out.print("created: " + ", ".join(created) if created else "nothing to create: every output field exists")
 
 
+# eval and labels live in their own package; registered here like any other command group.
+from .evaluation.cli import register as _register_eval  # noqa: E402
+
+_register_eval(cli)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

@@ -1,6 +1,7 @@
 """The eval report: a rich terminal summary and a self-contained HTML page with inline SVG plots."""
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -44,6 +45,18 @@ def summary_rows(ev: Evaluation) -> list[tuple[str, str]]:
     if ev.stability is not None:
         rows.append(("rerun stability (same tier)", _pct(ev.stability)))
     return rows
+
+
+def as_dict(ev: Evaluation) -> dict[str, Any]:
+    """The evaluation as plain JSON-able data (curves left out)."""
+    d = dataclasses.asdict(ev)
+    for k in ("pr_curve", "scores_by_outcome"):
+        d.pop(k)
+    d["cut_advice"] = {"point": d["cut_advice"][0], "why": d["cut_advice"][1]}
+    d["review_advice"] = {"point": d["review_advice"][0], "why": d["review_advice"][1]}
+    d["checks"] = [{"name": n, "target": t, "value": v, "passed": ok} for n, t, v, ok in ev.checks]
+    d["passed"] = ev.passed
+    return d
 
 
 def advice_lines(ev: Evaluation) -> list[str]:
