@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from .app import build_connector, rubric_path
 from .config import Config, LlamaCppProviderConfig
 from .errors import ConfigError, ConnectorError, RubricError
@@ -41,7 +39,3 @@ def run_checks(config: Config) -> list[Problem]:
     finally:
         connector.close()
     return problems
-
-
-def state_path(config: Config) -> Path:
-    return config.state_dir / "ledger.sqlite"

@@ -6,30 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from .config import Config, load_config
+from .config import Config
+from .console import config_option, err, load_for_command, open_ledger, out
 from .errors import ConfigError, CrmsyncError
-from .logs import secret_env_vars, setup_logging
-
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True)
-config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="CRMSYNC_CONFIG",
-                             help="The TOML config file. Default: the embedded default (local CRM, local model).")
 
 
-def _load(config_path: Path | None, log_level: str = "INFO") -> Config:
-    config = load_config(config_path)
-    setup_logging(log_level, secret_env_vars(config))
-    return config
 
-
-def _ledger(config: Config):  # noqa: ANN202
-    from .checks import state_path
-    from .state import Ledger
-
-    return Ledger(state_path(config), config.crm.type)
+_load = load_for_command
+_ledger = open_ledger
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,9 +62,9 @@ def _show_results(results: list[tuple[Any, Any]], config: Config) -> None:
     shown = [k for k in ("company", "title", "monthly_orders") if k in config.fields.inputs]
     for col in ["id", *shown, "score", "tier", "conf", "review", "why"]:
         t.add_column(col, overflow="fold", max_width=48 if col == "why" else None)
-    for lead, r in sorted(results, key=lambda lr: -(lr[1].score or -1)):
-        from .cycle import result_values
+    from .cycle import result_values
 
+    for lead, r in sorted(results, key=lambda lr: -(lr[1].score or -1)):
         t.add_row(lead.id, *[str(lead.inputs.get(k) or "") for k in shown], "-" if r.score is None else str(r.score), r.tier or "-",
                   "-" if r.confidence is None else f"{r.confidence:.2f}", "yes" if r.needs_review else "", result_values(r)["reasons"])
     out.print(t)

@@ -28,7 +28,6 @@ class _ProviderBase(_Strict):
     max_retries: int = Field(2, ge=0, le=10, description="retries of 429/5xx/timeouts before falling back")
     max_retry_after_s: float = Field(30.0, ge=0, description="our cap on a server's Retry-After before we fall back instead")
     max_output_tokens: int = Field(400, ge=64, le=8192)
-    temperature: float | None = Field(0.0, ge=0, le=2)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -46,6 +45,8 @@ class OpenAIProviderConfig(_ProviderBase):
     base_url: str | None = Field(None, description="Azure, vLLM, Ollama, llama.cpp server, LM Studio ...")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
     structured_output: Literal["json_schema", "json_object_schema"] = "json_schema"
+    # Not sent unless set: reasoning models (GPT-5.x, GPT-6) reject it.
+    temperature: float | None = Field(None, ge=0, le=2, description="sampling temperature; omit for models that reject it")
     logprobs: bool = Field(False, description="ask for token logprobs and fold them into the confidence")
 
     _env_name = field_validator("api_key_env")(_env_var_name)
@@ -67,6 +68,7 @@ class LlamaCppProviderConfig(_ProviderBase):
     n_ctx: int = Field(4096, ge=512)
     n_threads: int | None = None
     seed: int = 0
+    temperature: float = Field(0.0, ge=0, le=2)
 
 
 ProviderConfig = Annotated[

@@ -115,6 +115,9 @@ class Cycle:
             report.errors.append(f"CRM unavailable: {exc}")
             log.warning("CRM unavailable, will retry next cycle: %s", exc)
         log.info("cycle: %s", report.line())
+        broken = getattr(self.scorer.rubrics, "last_error", None)
+        if broken:  # every cycle, until fixed: a rejected edit must not go unnoticed
+            log.error("the rubric file has a rejected edit; still scoring with version %s. %s", self.scorer.rubric.version, broken)
         return report
 
     # -- steps ---------------------------------------------------------------------------------------

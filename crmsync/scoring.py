@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from .models import Lead, ScoreResult
@@ -103,8 +103,6 @@ class Scorer:
                     exhausted = True
                 if not pending:
                     break
-                from concurrent.futures import FIRST_COMPLETED, wait
-
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield pending.pop(fut), fut.result()

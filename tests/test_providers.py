@@ -180,7 +180,8 @@ def test_anthropic_request_shape_and_cache_control(an, anthropic_emu):
     assert body["messages"] == [{"role": "user", "content": PROMPT.user}]
     assert body["output_config"]["format"]["type"] == "json_schema"
     assert body["output_config"]["format"]["schema"]["additionalProperties"] is False
-    assert body["temperature"] == 0.0  # sent in the body: the 2.14 SDK has no keyword for it
+    # API version 2026-10-21 rejects any sampling parameter, even at its default: never sent.
+    assert not {"temperature", "top_p", "top_k"} & set(body)
 
 
 def test_anthropic_forced_tool_mode(an, anthropic_emu):

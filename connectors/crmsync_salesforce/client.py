@@ -187,12 +187,19 @@ class SalesforceClient:
         return (u.used, u.total) if u is not None and u.total else None
 
     def ensure_budget(self) -> None:
-        """Raise ApiBudgetExhausted if the last ``Sforce-Limit-Info`` shows usage past our configured share."""
+        """Raise ApiBudgetExhausted if usage is past our configured share.
+
+        The last ``Sforce-Limit-Info`` header is free to read; when it says we are over, one ``limits`` call
+        refreshes it before refusing, so a long-running daemon notices when the rolling 24 h usage drops.
+        """
         usage = self.usage()
         if usage is None:
             return
-        used, total = usage
         share = self.options.max_api_share
+        if usage[0] >= share * usage[1]:
+            self.call(lambda: self.sf.limits(), "limits")
+            usage = self.usage() or usage
+        used, total = usage
         if used >= share * total:
             raise ApiBudgetExhausted(
                 f"Salesforce API budget: the org has used {used}/{total} daily API requests ({used / total:.0%}), past "

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-_config_option = click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="CRMSYNC_CONFIG",
-                              help="The TOML config file. Default: the embedded default (local CRM, local model).")
+from ..console import config_option as _config_option
+from ..console import err, load_for_command, open_ledger, out
 
 # chat-jsonl export: the assistant's answer for a label. A label says qualified or not, not a score, so we
 # use the middle of the score range the label implies under the rubric's tiers (see assistant_answer).
@@ -18,21 +18,15 @@ CONFIDENCE_BY_SOURCE = {"review": 0.9, "conversion": 0.8}
 
 
 def _consoles():  # noqa: ANN202
-    from ..cli import err, out
-
     return out, err
 
 
 def _load(config_path: Path | None):  # noqa: ANN202
-    from ..cli import _load as load
-
-    return load(config_path, "WARNING")
+    return load_for_command(config_path, "WARNING")
 
 
 def _ledger(config):  # noqa: ANN001, ANN202
-    from ..state import Ledger
-
-    return Ledger(config.state_dir / "ledger.sqlite", config.crm.type)
+    return open_ledger(config)
 
 
 def eval_command(config_path: Path | None, labels_path: Path, compare_prompt: Path | None, html_path: Path | None, reruns: int,

@@ -9,7 +9,7 @@ import anthropic
 from ..config import AnthropicProviderConfig, require_env
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, parse_retry_after, validate_answer
+from .base import Prompt, Provider, Repair, Reply, parse_retry_after, repair_turns, validate_answer
 
 TRANSIENT = {408, 409, 429}
 TOOL = "record_lead_score"
@@ -29,12 +29,7 @@ class AnthropicProvider(Provider):
         self.schema = anthropic.transform_schema(ModelAnswer.wire_schema())
 
     def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
-        if repair:
-            messages += [
-                {"role": "assistant", "content": repair.raw or "(no answer)"},
-                {"role": "user", "content": f"That answer was invalid ({repair.problem}). Reply again with only the JSON object, every value in range."},
-            ]
+        messages = [{"role": "user", "content": prompt.user}, *repair_turns(repair)]
         kwargs: dict[str, Any] = {
             "model": self.cfg.model,
             "max_tokens": self.cfg.max_output_tokens,
@@ -42,9 +37,7 @@ class AnthropicProvider(Provider):
             "system": [{"type": "text", "text": prompt.system, "cache_control": {"type": "ephemeral"}}],
             "messages": messages,
         }
-        if self.cfg.temperature is not None:
-            # anthropic 2.14's create() has no ``temperature`` keyword (TypeError); the Messages API takes it.
-            kwargs["extra_body"] = {"temperature": self.cfg.temperature}
+        # No temperature: API version 2026-10-21 (what anthropic 2.x sends) rejects any sampling parameter.
         if self.cfg.structured_output == "tool":
             kwargs["tools"] = [{"name": TOOL, "description": "Record the lead's score.", "input_schema": self.schema, "strict": True}]
             kwargs["tool_choice"] = {"type": "tool", "name": TOOL}
@@ -61,10 +54,6 @@ class AnthropicProvider(Provider):
                 raise ProviderUnavailable(text, retry_after=parse_retry_after(exc.response.headers), status=status) from None
             raise ProviderRejected(text, status=status) from None
         usage = _usage(msg.usage)
-        if msg.stop_reason == "refusal":
-            raise InvalidAnswer("refusal", "the model refused", usage=usage)
-        if msg.stop_reason == "max_tokens":
-            raise InvalidAnswer("truncated", f"hit max_output_tokens ({self.cfg.max_output_tokens})", usage=usage)
         raw = ""
         for block in msg.content:
             if block.type == "tool_use" and block.name == TOOL:
@@ -72,6 +61,10 @@ class AnthropicProvider(Provider):
                 break
             if block.type == "text":
                 raw += block.text
+        if msg.stop_reason == "refusal":
+            raise InvalidAnswer("refusal", "the model refused", raw=raw[:2000], usage=usage)
+        if msg.stop_reason == "max_tokens":
+            raise InvalidAnswer("truncated", f"hit max_output_tokens ({self.cfg.max_output_tokens})", raw=raw[:2000], usage=usage)
         return Reply(answer=validate_answer(raw, usage), usage=usage, raw=raw)
 
     def close(self) -> None:

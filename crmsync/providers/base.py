@@ -46,6 +46,24 @@ class Reply:
     logprob_confidence: float | None = None
 
 
+REPAIR_NOTE = "That answer was invalid ({problem}). Reply again with only the JSON object, every value in range."
+
+
+def repair_turns(repair: Repair | None) -> list[dict[str, str]]:
+    """The two turns that ask once more after an invalid answer: the answer itself, then what was wrong."""
+    if repair is None:
+        return []
+    return [
+        {"role": "assistant", "content": repair.raw or "(no answer)"},
+        {"role": "user", "content": REPAIR_NOTE.format(problem=repair.problem)},
+    ]
+
+
+def chat_messages(prompt: Prompt, repair: Repair | None) -> list[dict[str, str]]:
+    """System, user and (on a repair) the repair turns, for chat-style APIs."""
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}, *repair_turns(repair)]
+
+
 class Provider(ABC):
     """One model behind one API. ``score`` asks once (with its own bounded retries of transient errors).
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import LlamaCppProviderConfig
 from ..errors import ConfigError, InvalidAnswer
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, validate_answer
+from .base import Prompt, Provider, Repair, Reply, chat_messages, validate_answer
 
 
 def smollm2_path() -> Path:
@@ -49,15 +49,7 @@ class LlamaCppProvider(Provider):
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
     def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply:
-        messages: list[dict[str, str]] = [
-            {"role": "system", "content": prompt.system},
-            {"role": "user", "content": prompt.user},
-        ]
-        if repair:
-            messages += [
-                {"role": "assistant", "content": repair.raw},
-                {"role": "user", "content": f"That answer was invalid ({repair.problem}). Reply again with only the JSON object, every value in range."},
-            ]
+        messages = chat_messages(prompt, repair)
         with self._lock:
             out = self.llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import openai
 from ..config import OpenAIProviderConfig, require_env
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, parse_retry_after, score_token_confidence, validate_answer
+from .base import Prompt, Provider, Repair, Reply, chat_messages, parse_retry_after, score_token_confidence, validate_answer
 
 TRANSIENT = {408, 409, 429}
 
@@ -43,16 +43,7 @@ class OpenAIProvider(Provider):
             self.response_format = {"type": "json_object", "schema": schema}
 
     def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply:
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": prompt.system},
-            {"role": "user", "content": prompt.user},
-        ]
-        if repair:
-            messages += [
-                {"role": "assistant", "content": repair.raw},
-                {"role": "user", "content": f"That answer was invalid ({repair.problem}). Reply again with only the JSON object, every value in range."},
-            ]
-        kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "response_format": self.response_format}
+        kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": chat_messages(prompt, repair), "response_format": self.response_format}
         if self.cfg.structured_output == "json_schema":
             kwargs["max_completion_tokens"] = self.cfg.max_output_tokens
             kwargs["prompt_cache_key"] = prompt.cache_key

@@ -94,6 +94,11 @@ class AnthropicEmulator(BaseEmulator):
             return self._bad("anthropic-version: header is required")
         if not parse_ok or not isinstance(rec.body, dict):
             return self._bad("There was an error parsing the body of your request")
+        if headers.get("anthropic-version", "") >= "2026-10-21":
+            # API version 2026-10-21 removed the sampling parameters: any of them, at any value, is a 400.
+            for name in ("temperature", "top_p", "top_k"):
+                if name in rec.body:
+                    return self._bad(f"{name}: Extra inputs are not permitted")
         return self._validate(rec.body)
 
     def _validate(self, body: dict):

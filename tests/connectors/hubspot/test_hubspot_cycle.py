@@ -1,0 +1,200 @@
+"""The whole cycle against HubSpot: a real Ledger, a real Scorer (crmsync.app.build_scorer, one `openai` provider
+pointed at the OpenAI emulator), the real HubSpot connector (crmsync.app.build_connector) talking to the HubSpot
+emulator through the real hubspot-api-client. Nothing is mocked.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from crmsync.app import build_connector, build_scorer
+from crmsync.cli import cli
+from crmsync.config import Config
+from crmsync.cycle import Cycle, CycleReport
+from crmsync.state import Ledger, LeadState
+from hubspot_emulator import HubSpotEmulator
+from hubspot_harness import FIELDS, Harness
+from tests.emulators import default_rule
+
+MODEL = "emu-hubspot"
+
+
+class Rig:
+    """One crmsync setup against the two emulators, as `crmsync run` wires it."""
+
+    def __init__(self, config: Config, emu: HubSpotEmulator, oa: Any) -> None:
+        self.config = config
+        self.emu = emu
+        self.oa = oa
+        self.scorer = build_scorer(config)
+        self.connector = build_connector(config)
+        self.ledger = Ledger(config.state_dir / "ledger.sqlite", config.crm.type)
+        self.cycle = Cycle(config, self.connector, self.ledger, self.scorer)
+
+    def run(self) -> CycleReport:
+        return self.cycle.run()
+
+    def close(self) -> None:
+        self.connector.close()
+        self.ledger.close()
+        for p in self.scorer.chain.providers.values():
+            p.close()
+
+    def add(self, n: int, **props: Any) -> list[str]:
+        return [self.emu.create({"company": f"Co {i}", "jobtitle": "CEO", "monthly_orders": i, **props}) for i in range(n)]
+
+    def state(self, rid: str) -> LeadState | None:
+        row = self.ledger.get(rid)
+        return row.state if row else None
+
+
+@pytest.fixture
+def rig(harness: Harness, openai_emu: Any, make_config: Callable[..., Config], tmp_path: Path) -> Iterator[Rig]:
+    """`harness` set HUBSPOT_ACCESS_TOKEN and created the crmsync properties (as `crmsync fields create`)."""
+    config = make_config(
+        providers={"fast": openai_emu.provider(MODEL)},
+        crm={"type": "hubspot", "options": {"host": harness.emu.host}},
+        fields={"inputs": dict(FIELDS)},
+        daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2},
+    )
+    r = Rig(config, harness.emu, openai_emu)
+    harness.emu.calls.clear()
+    harness.emu.requests.clear()
+    yield r
+    r.close()
+
+
+def expected_score(i: int, orders: Any = None) -> str:
+    """What the OpenAI emulator's default rule gives contact "Co i" (as HubSpot stores it: a string)."""
+    return str(default_rule({"company": f"Co {i}", "title": "CEO", "monthly_orders": str(i if orders is None else orders)})["score"])
+
+
+def test_one_cycle_scores_and_writes_all_with_minimum_calls(rig: Rig) -> None:
+    n = 7
+    ids = rig.add(n)
+    report = rig.run()
+    assert report.ok, report.line()
+    assert (report.fetched, report.scored, report.written, report.skipped) == (n, n, n, 0)
+    assert rig.oa.request_count() == n, "one model request per contact"
+    for i, rid in enumerate(ids):
+        props = rig.emu.get(rid)
+        assert props["ai_score"] == expected_score(i)
+        assert props["ai_needs_review"] in ("true", "false")
+        assert props["ai_tier"] and props["ai_model"] == f"fast:{MODEL}" and props["ai_rubric_version"]
+        assert rig.state(rid) == LeadState.written
+    # Minimum: one search page (n <= 200) and one batch update (n <= 100); nothing else.
+    assert dict(rig.emu.calls) == {"search": 1, "batch_update": 1}
+    assert rig.emu.rate_limited == {}
+    assert rig.ledger.cursor() is not None
+
+
+def test_stale_search_index_does_not_cause_a_second_score_or_write(rig: Rig) -> None:
+    n = 5
+    rig.emu.index_delay_s = 60  # searches see each contact's pre-write properties for a minute
+    ids = rig.add(n)
+    first = rig.run()
+    assert first.ok and first.written == n
+    assert rig.emu.calls["batch_update"] == 1 and rig.oa.request_count() == n
+
+    second = rig.run()  # right after: the index still says "no ai_score" for every contact
+    assert second.ok, second.line()
+    assert second.fetched == n, "the emulator did serve the stale hits (else this test proves nothing)"
+    assert second.skipped == n and second.scored == 0 and second.written == 0
+    assert rig.oa.request_count() == n, "not scored again"
+    assert rig.emu.calls["batch_update"] == 1, "not written again"
+    assert rig.emu.calls["search"] == 2
+    assert all(rig.state(rid) == LeadState.written for rid in ids)
+    assert all(rig.ledger.get(rid).write_attempts == 0 for rid in ids)  # type: ignore[union-attr]
+
+
+def test_changed_input_is_rescored_others_are_not(rig: Rig) -> None:
+    ids = rig.add(4)
+    assert rig.run().written == 4
+    attempts_before = {rid: rig.ledger.db.execute("SELECT score_attempts FROM leads WHERE lead_id=?", (rid,)).fetchone()[0] for rid in ids}
+    modified_before = rig.emu.get(ids[1])["lastmodifieddate"]
+    rig.emu.update(ids[1], {"monthly_orders": 20000})  # a person edits it: lastmodifieddate moves
+    assert rig.emu.get(ids[1])["lastmodifieddate"] >= modified_before
+    rig.emu.calls.clear()
+
+    report = rig.run()
+    assert report.ok, report.line()
+    assert report.scored == 1 and report.written == 1 and report.skipped == 3
+    assert rig.oa.request_count() == 5
+    assert rig.emu.get(ids[1])["ai_score"] == expected_score(1, 20000) != expected_score(1)
+    assert rig.emu.get(ids[2])["ai_score"] == expected_score(2)
+    assert dict(rig.emu.calls) == {"search": 1, "batch_update": 1}
+    last = rig.oa.requests[-1]
+    assert "20000" in str(last.body["messages"][-1]["content"]), "the rescore saw the new input"
+    attempts = {rid: rig.ledger.db.execute("SELECT score_attempts FROM leads WHERE lead_id=?", (rid,)).fetchone()[0] for rid in ids}
+    assert attempts == {**attempts_before, ids[1]: attempts_before[ids[1]] + 1}
+
+
+def test_one_rejected_record_lands_the_rest_then_is_retried_and_parked(rig: Rig) -> None:
+    ids = rig.add(5)
+    bad = ids[2]
+    message = "Partner contacts cannot be scored"
+    rig.emu.validation_rules[bad] = message  # HubSpot answers the whole batch with a 400 naming it
+
+    first = rig.run()
+    assert (first.written, first.write_errors, first.parked) == (4, 1, 0)
+    assert not first.ok
+    assert [rid for rid in ids if rig.emu.get(rid).get("ai_score")] == [rid for rid in ids if rid != bad], "the rest landed"
+    assert [rig.emu.get(rid)["ai_score"] for rid in ids if rid != bad] == [expected_score(i) for i in (0, 1, 3, 4)]
+    row = rig.ledger.get(bad)
+    assert row is not None and row.state == LeadState.pending_write and row.write_attempts == 1
+    assert message in (row.last_error or "") and "VALIDATION_ERROR" in (row.last_error or "")
+
+    rig.emu.calls.clear()
+    second = rig.run()  # the flush retries the stored score: no new model call
+    assert (second.written, second.write_errors, second.parked, second.scored) == (0, 1, 1, 0)
+    assert rig.emu.calls["batch_update"] == 1, "only the rejected record is sent again"
+    row = rig.ledger.get(bad)
+    assert row is not None and row.state == LeadState.parked and row.write_attempts == 2
+    assert message in (row.last_error or "")
+    assert rig.oa.request_count() == 5
+
+    rig.emu.calls.clear()
+    third = rig.run()  # parked: still unscored in HubSpot, but neither rescored nor written again
+    assert third.scored == 0 and third.written == 0 and third.write_errors == 0
+    assert rig.emu.calls["batch_update"] == 0 and rig.oa.request_count() == 5
+    assert rig.state(bad) == LeadState.parked
+    assert rig.ledger.summary()["parked"] == [(bad, row.last_error)]
+
+
+def test_labels_pull_and_export(rig: Rig, tmp_path: Path) -> None:
+    reviewed = rig.emu.create({"company": "Reviewed Co", "jobtitle": "COO", "monthly_orders": 4200, "ai_review_decision": "qualified"})
+    customer = rig.emu.create({"company": "Won Co", "jobtitle": "Founder", "monthly_orders": 900, "lifecyclestage": "customer"})
+    rig.emu.create({"company": "Open Co", "jobtitle": "CEO", "monthly_orders": 10, "lifecyclestage": "lead"})
+    source = rig.config.source
+    runner = CliRunner()
+
+    r = runner.invoke(cli, ["labels", "pull", "--config", source])
+    assert r.exit_code == 0, r.output
+    assert "2 label(s) in the CRM, 2 new or changed" in r.output
+    ledger = Ledger(rig.config.state_dir / "ledger.sqlite", "hubspot")
+    try:
+        got = {x["lead_id"]: x for x in ledger.labels()}
+    finally:
+        ledger.close()
+    assert set(got) == {reviewed, customer}
+    assert (got[reviewed]["source"], got[reviewed]["outcome"]) == ("review", "qualified")
+    assert (got[customer]["source"], got[customer]["outcome"]) == ("conversion", "qualified")
+    assert got[reviewed]["inputs"] == {"company": "Reviewed Co", "title": "COO", "monthly_orders": "4200", "description": None}
+    assert got[customer]["decided_at"], "the conversion carries lastmodifieddate"
+
+    out_csv = tmp_path / "labels.csv"
+    r = runner.invoke(cli, ["labels", "export", "--config", source, "--output", str(out_csv)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert list(rows[0]) == ["id", *FIELDS.values(), "outcome", "label_source"]
+    by_id = {row["id"]: row for row in rows}
+    assert set(by_id) == {reviewed, customer}
+    assert by_id[reviewed]["company"] == "Reviewed Co" and by_id[reviewed]["jobtitle"] == "COO"
+    assert by_id[reviewed]["monthly_orders"] == "4200" and by_id[reviewed]["label_source"] == "review"
+    assert by_id[customer]["outcome"] == "qualified" and by_id[customer]["label_source"] == "conversion"
+    assert rig.oa.request_count() == 0 and rig.emu.calls["batch_update"] == 0, "labels never score or write"

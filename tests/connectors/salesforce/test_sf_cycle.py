@@ -1,0 +1,202 @@
+"""The whole cycle against Salesforce: a real Ledger, a real Scorer (crmsync.app.build_scorer, one `openai` provider
+pointed at the OpenAI emulator), the real Salesforce connector (simple-salesforce over HTTPS) talking to the
+Salesforce emulator. The connector is built with ``sf_helpers.build`` because the SDK's login host is fixed and
+only an injected requests session can send it to the emulator; everything else is as `crmsync run` wires it.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sf_emulator import SalesforceEmulator
+from sf_helpers import PASSWORD_AUTH, SF_FIELDS, build
+
+from crmsync.app import build_scorer
+from crmsync.cli import cli
+from crmsync.config import Config
+from crmsync.cycle import Cycle, CycleReport
+from crmsync.state import Ledger, LeadState
+from tests.emulators import default_rule, rule
+
+MODEL = "emu-salesforce"
+
+
+class Rig:
+    def __init__(self, config: Config, emu: SalesforceEmulator, oa: Any, ca_pem: str, tmp: Path) -> None:
+        self.config = config
+        self.emu = emu
+        self.oa = oa
+        self.scorer = build_scorer(config)
+        # The same options as the config's [crm.options]; only the session is test-specific.
+        self.connector = build(emu, ca_pem, tmp, fields=config.fields, **config.crm.options)
+        self.ledger = Ledger(config.state_dir / "ledger.sqlite", config.crm.type)
+        self.cycle = Cycle(config, self.connector, self.ledger, self.scorer)
+
+    def run(self) -> CycleReport:
+        return self.cycle.run()
+
+    def close(self) -> None:
+        self.connector.close()
+        self.ledger.close()
+        for p in self.scorer.chain.providers.values():
+            p.close()
+
+    def add(self, n: int, **values: Any) -> list[str]:
+        return [self.emu.add({"Company": f"Co {i}", "Title": "CEO", "Monthly_Order_Volume__c": float(i), **values}) for i in range(n)]
+
+    def lead(self, rid: str) -> dict[str, Any]:
+        return self.emu.records["Lead"][rid]
+
+    def state(self, rid: str) -> LeadState | None:
+        row = self.ledger.get(rid)
+        return row.state if row else None
+
+    def data_calls(self, method: str | None = None) -> int:
+        return sum(1 for m, p in self.emu.requests if p.startswith("/services/data/") and (method is None or m == method))
+
+
+@pytest.fixture
+def rig(emulator: SalesforceEmulator, ca_pem: str, sf_env: None, openai_emu: Any, make_config: Callable[..., Config],
+        tmp_path: Path) -> Iterator[Rig]:
+    config = make_config(
+        providers={"fast": openai_emu.provider(MODEL)},
+        crm={"type": "salesforce", "options": {"auth": PASSWORD_AUTH, "ca_bundle": ca_pem, "retry_base_s": 0.0}},
+        fields=SF_FIELDS.model_dump(),
+        daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2},
+    )
+    r = Rig(config, emulator, openai_emu, ca_pem, tmp_path)
+    yield r
+    r.close()
+
+
+def expected_score(i: int, orders: float | None = None) -> int:
+    """What the OpenAI emulator's default rule gives lead "Co i"."""
+    return default_rule({"company": f"Co {i}", "title": "CEO", "monthly_orders": float(i) if orders is None else orders})["score"]
+
+
+def test_one_cycle_scores_and_writes_all_and_a_second_rescores_nothing(rig: Rig) -> None:
+    n = 6
+    ids = rig.add(n)
+    first = rig.run()
+    assert first.ok, first.line()
+    assert (first.fetched, first.scored, first.written) == (n, n, n)
+    assert rig.oa.request_count() == n
+    for i, rid in enumerate(ids):
+        rec = rig.lead(rid)
+        assert rec["AI_Score__c"] == expected_score(i)
+        assert rec["AI_Tier__c"] and rec["AI_Model__c"] == f"fast:{MODEL}" and rec["AI_Scored_At__c"] is not None
+        assert isinstance(rec["AI_Needs_Review__c"], bool)
+        assert 0 <= rec["AI_Confidence__c"] <= 100, "a Percent field stores 55 for 55 %"
+        assert rig.state(rid) == LeadState.written
+    # login + describe + one query + one sObject Collections update
+    assert (rig.emu.logins, rig.data_calls(), rig.data_calls("PATCH")) == (1, 3, 1)
+    assert rig.emu.api_used == 3
+
+    second = rig.run()  # our own write bumped LastModifiedDate: fetched again through `since`, rescored never
+    assert second.ok, second.line()
+    assert second.fetched == n, "the leads our write touched were fetched again (else this proves nothing)"
+    assert second.skipped == n and second.scored == 0 and second.written == 0
+    assert rig.oa.request_count() == n
+    assert rig.data_calls("PATCH") == 1
+    assert rig.data_calls() == 4, "one query; describe is cached per connector"
+
+
+def test_session_expiry_mid_cycle_logs_in_again_and_completes(rig: Rig) -> None:
+    ids = rig.add(4)
+
+    def expire_then_score(lead: dict, body: dict) -> dict:
+        rig.emu.expire_sessions()  # the session dies while the cycle is scoring: after the fetch, before the write
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(expire_then_score), rule(default_rule))
+    report = rig.run()
+    assert report.ok and not report.errors, report.line()
+    assert report.written == 4
+    assert rig.emu.logins == 2
+    assert all(rig.lead(rid)["AI_Score__c"] == expected_score(i) for i, rid in enumerate(ids))
+    assert all(rig.state(rid) == LeadState.written for rid in ids)
+    assert rig.oa.request_count() == 4
+
+
+def test_api_budget_past_share_stops_before_work_and_loses_nothing(rig: Rig) -> None:
+    ids = rig.add(3)
+    rig.emu.api_max, rig.emu.api_used = 1000, 600  # Sforce-Limit-Info past max_api_share = 0.5
+    report = rig.run()
+    assert len(report.errors) == 1 and report.errors[0].startswith("CRM API budget:"), report.errors
+    assert "max_api_share = 0.5" in report.errors[0]
+    assert report.scored == report.written == 0 and not report.ok
+    assert rig.oa.request_count() == 0, "nothing scored"
+    assert not rig.emu.queries and rig.data_calls("PATCH") == 0, "stopped before any query or update"
+    assert rig.ledger.in_state(*LeadState) == [] and rig.ledger.cursor() is None
+    assert all(rig.lead(rid)["AI_Score__c"] is None for rid in ids)
+
+    rig.emu.api_used = 0  # the rolling 24 h window moved on: budget back
+    calls_before = rig.data_calls()
+    again = rig.run()  # the same daemon, the same connector: the next cycle must pick the work up
+    assert not again.errors, (
+        f"still refused after the budget came back, with {rig.data_calls() - calls_before} API call(s) this cycle "
+        f"(judged on the stale Sforce-Limit-Info of the last cycle): {again.errors}")
+    assert again.ok, again.line()
+    assert again.written == 3 and rig.oa.request_count() == 3
+    assert all(rig.lead(rid)["AI_Score__c"] == expected_score(i) for i, rid in enumerate(ids))
+
+
+def test_validation_rule_rejection_is_parked_after_max_attempts_others_written(rig: Rig) -> None:
+    ids = rig.add(4)
+    bad = ids[1]
+    rig.emu.rejections[bad] = ("FIELD_CUSTOM_VALIDATION_EXCEPTION", "AI score cannot be set on partner leads")
+
+    first = rig.run()
+    assert (first.written, first.write_errors, first.parked) == (3, 1, 0)
+    assert [rig.lead(rid)["AI_Score__c"] is not None for rid in ids] == [True, False, True, True]
+    row = rig.ledger.get(bad)
+    assert row is not None and row.state == LeadState.pending_write and row.write_attempts == 1
+    assert row.last_error == "FIELD_CUSTOM_VALIDATION_EXCEPTION: AI score cannot be set on partner leads"
+
+    second = rig.run()
+    assert (second.written, second.write_errors, second.parked, second.scored) == (0, 1, 1, 0)
+    row = rig.ledger.get(bad)
+    assert row is not None and row.state == LeadState.parked and row.write_attempts == 2
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in (row.last_error or "")
+    assert rig.data_calls("PATCH") == 2
+
+    third = rig.run()
+    assert third.scored == 0 and third.write_errors == 0 and rig.data_calls("PATCH") == 2
+    assert rig.oa.request_count() == 4, "never paid to score it again"
+    assert [rig.state(rid) for rid in ids] == [LeadState.written, LeadState.parked, LeadState.written, LeadState.written]
+
+
+def test_labels_pull_into_the_ledger_and_export(rig: Rig, tmp_path: Path) -> None:
+    """`labels pull` builds its connector from the config (build_connector), which cannot reach the emulator: the
+    SDK logs in at a fixed *.salesforce.com host. So this runs the command's own loop (connector.fetch_labels() →
+    Ledger.add_label) on the injected-session connector; `labels export` needs no CRM and runs as the CLI."""
+    converted = rig.emu.add({"Company": "Won Co", "Title": "COO", "Monthly_Order_Volume__c": 4200.0, "IsConverted": True,
+                             "ConvertedDate": "2026-02-03"})
+    reviewed = rig.emu.add({"Company": "Reviewed Co", "Title": "Intern", "AI_Review_Decision__c": "unqualified"})
+    rig.add(2)  # open leads: no label
+
+    seen = changed = 0
+    for rec in rig.connector.fetch_labels():  # crmsync/evaluation/cli.py labels_pull, verbatim
+        seen += 1
+        changed += rig.ledger.add_label(rec.lead_id, rec.source, rec.outcome, rec.inputs, rec.decided_at)
+    assert (seen, changed) == (2, 2)
+    got = {x["lead_id"]: x for x in rig.ledger.labels()}
+    assert set(got) == {converted, reviewed}
+    assert (got[converted]["source"], got[converted]["outcome"]) == ("conversion", "qualified")
+    assert got[converted]["decided_at"].startswith("2026-02-03")
+    assert got[converted]["inputs"] == {"company": "Won Co", "title": "COO", "monthly_orders": 4200.0, "description": None}
+    assert (got[reviewed]["source"], got[reviewed]["outcome"]) == ("review", "unqualified")
+    assert sum(rig.ledger.add_label(r.lead_id, r.source, r.outcome, r.inputs, r.decided_at) for r in rig.connector.fetch_labels()) == 0
+
+    out_csv = tmp_path / "labels.csv"
+    r = CliRunner().invoke(cli, ["labels", "export", "--config", rig.config.source, "--output", str(out_csv)])
+    assert r.exit_code == 0, r.output
+    rows = {row["id"]: row for row in csv.DictReader(out_csv.open(encoding="utf-8"))}
+    assert set(rows) == {converted, reviewed}
+    assert rows[converted]["Company"] == "Won Co" and rows[converted]["label_source"] == "conversion"
+    assert rows[reviewed]["outcome"] == "unqualified" and rows[reviewed]["Title"] == "Intern"
+    assert rig.oa.request_count() == 0 and rig.data_calls("PATCH") == 0
