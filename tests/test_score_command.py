@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from crmsync.config import Config, load_config
 from tests.daemon_helpers import crmsync, write_setup
 from tests.emulators import OpenAIEmulator, error
@@ -70,3 +72,12 @@ def test_bundled_sample_leads_map_onto_the_default_inputs() -> None:
     header = next(csv.reader(sample.open()))
     assert set(Config().fields.inputs.values()) <= set(header)
     assert sum(1 for _ in csv.DictReader(sample.open())) >= 30
+
+
+@pytest.mark.parametrize("path", ["examples/quickstart.toml", "bench/bank_marketing/config.toml", "bench/bank_marketing/config.local.toml"])
+def test_shipped_configs_are_valid(path: str) -> None:
+    from crmsync.app import rubric_path
+    from crmsync.rubric import load_rubric
+
+    cfg = load_config(ROOT / path)
+    load_rubric(rubric_path(cfg))  # and their rubric parses

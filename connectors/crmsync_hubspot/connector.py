@@ -229,7 +229,7 @@ class HubSpotConnector(Connector):
                 problems.append(Problem(where=f"fields.inputs.{name}", message=f"HubSpot property {prop!r} does not exist on {self.options.object_type}",
                                         fix="fix the mapping to an existing property's internal name, or create the property in HubSpot"))
         for name, prop in self._mapped_outputs().items():
-            where = f"fields.review_decision" if name == "review_decision" else f"fields.outputs.{name}"
+            where = "fields.review_decision" if name == "review_decision" else f"fields.outputs.{name}"
             if prop not in props:
                 problems.append(Problem(where=where, message=f"HubSpot property {prop!r} does not exist", fix=FIELD_FIX))
             elif (problem := type_problem(name, props[prop])) is not None:

@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from crmsync import Connector, ConnectorContext, ConnectorOptions, CrmLead, LabelRecord, Problem, ScoreUpdate, WriteOutcome
-from crmsync.errors import ConfigError, FatalConnectorError
+from crmsync import ConfigError, Connector, ConnectorContext, ConnectorOptions, CrmLead, LabelRecord, Problem, ScoreUpdate, WriteOutcome
 
 _IDENT_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -176,7 +175,7 @@ class SQLiteConnector(Connector):
         cols = self._columns()
         for name, col in self.fields.inputs.items():
             if col not in cols:
-                problems.append(Problem(where=f"fields.inputs.{name}", message=f"column {col!r} is not in the local CRM table", fix=f"add the column to your CSV, or fix the mapping"))
+                problems.append(Problem(where=f"fields.inputs.{name}", message=f"column {col!r} is not in the local CRM table", fix="add the column to your CSV, or fix the mapping"))
         return problems
 
     def create_fields(self) -> list[str]:

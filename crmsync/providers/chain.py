@@ -16,7 +16,7 @@ from ..config import ChainStep, CooldownConfig, PriceConfig, ReviewConfig
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
 from ..models import Hop, HopOutcome, ModelAnswer, ReviewReason, ScoreResult, ScoreStatus, Usage
 from ..rubric import Rubric
-from .base import Prompt, Provider, Repair, Reply, cost_usd
+from .base import Prompt, Provider, Repair, cost_usd
 
 log = logging.getLogger("crmsync.chain")
 

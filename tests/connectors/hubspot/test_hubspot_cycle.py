@@ -12,38 +12,25 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from crmsync.app import build_connector, build_scorer
+from crmsync.app import build_connector
 from crmsync.cli import cli
 from crmsync.config import Config
-from crmsync.cycle import Cycle, CycleReport
 from crmsync.state import Ledger, LeadState
 from hubspot_emulator import HubSpotEmulator
 from hubspot_harness import FIELDS, Harness
+from tests.cycle_rig import CycleRig
 from tests.emulators import default_rule
 
 MODEL = "emu-hubspot"
 
 
-class Rig:
+class Rig(CycleRig):
     """One crmsync setup against the two emulators, as `crmsync run` wires it."""
 
     def __init__(self, config: Config, emu: HubSpotEmulator, oa: Any) -> None:
-        self.config = config
+        super().__init__(config, build_connector(config))
         self.emu = emu
         self.oa = oa
-        self.scorer = build_scorer(config)
-        self.connector = build_connector(config)
-        self.ledger = Ledger(config.state_dir / "ledger.sqlite", config.crm.type)
-        self.cycle = Cycle(config, self.connector, self.ledger, self.scorer)
-
-    def run(self) -> CycleReport:
-        return self.cycle.run()
-
-    def close(self) -> None:
-        self.connector.close()
-        self.ledger.close()
-        for p in self.scorer.chain.providers.values():
-            p.close()
 
     def add(self, n: int, **props: Any) -> list[str]:
         return [self.emu.create({"company": f"Co {i}", "jobtitle": "CEO", "monthly_orders": i, **props}) for i in range(n)]

@@ -151,7 +151,7 @@ class SalesforceEmulator:
         if method == "GET" and dm:
             obj = dm.group(1)
             if obj not in self.schema:
-                return 404, error("NOT_FOUND", f"The requested resource does not exist")
+                return 404, error("NOT_FOUND", "The requested resource does not exist")
             return 200, {"name": obj, "keyPrefix": "00Q", "updateable": True, "fields": list(self.schema[obj].values())}
         if method == "PATCH" and rest == "composite/sobjects":
             return self._collections(body)
@@ -345,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, error("INVALID_SESSION_ID", "Session expired or invalid"))
         with emu._lock:
             if emu.api_used >= emu.api_max:
-                return self._send(403, error("REQUEST_LIMIT_EXCEEDED", f"TotalRequests Limit exceeded."), limit=emu.limit_header())
+                return self._send(403, error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), limit=emu.limit_header())
             emu.api_used += 1
         try:
             body = json.loads(raw) if raw else None

@@ -15,35 +15,21 @@ from click.testing import CliRunner
 from sf_emulator import SalesforceEmulator
 from sf_helpers import PASSWORD_AUTH, SF_FIELDS, build
 
-from crmsync.app import build_scorer
 from crmsync.cli import cli
 from crmsync.config import Config
-from crmsync.cycle import Cycle, CycleReport
-from crmsync.state import Ledger, LeadState
+from crmsync.state import LeadState
+from tests.cycle_rig import CycleRig
 from tests.emulators import default_rule, rule
 
 MODEL = "emu-salesforce"
 
 
-class Rig:
+class Rig(CycleRig):
     def __init__(self, config: Config, emu: SalesforceEmulator, oa: Any, ca_pem: str, tmp: Path) -> None:
-        self.config = config
+        # The same options as the config's [crm.options]; only the session is test-specific.
+        super().__init__(config, build(emu, ca_pem, tmp, fields=config.fields, **config.crm.options))
         self.emu = emu
         self.oa = oa
-        self.scorer = build_scorer(config)
-        # The same options as the config's [crm.options]; only the session is test-specific.
-        self.connector = build(emu, ca_pem, tmp, fields=config.fields, **config.crm.options)
-        self.ledger = Ledger(config.state_dir / "ledger.sqlite", config.crm.type)
-        self.cycle = Cycle(config, self.connector, self.ledger, self.scorer)
-
-    def run(self) -> CycleReport:
-        return self.cycle.run()
-
-    def close(self) -> None:
-        self.connector.close()
-        self.ledger.close()
-        for p in self.scorer.chain.providers.values():
-            p.close()
 
     def add(self, n: int, **values: Any) -> list[str]:
         return [self.emu.add({"Company": f"Co {i}", "Title": "CEO", "Monthly_Order_Volume__c": float(i), **values}) for i in range(n)]
