@@ -48,7 +48,15 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str) -> 
             for e in report.errors:
                 err.print(f"error: {e}", style="red", markup=False, highlight=False)
             sys.exit(0 if report.ok else 1)
-        sys.exit(Daemon(cycle, config.daemon.interval_s, dry_run=dry_run).run_forever())
+        observer = None
+        if config.daemon.metrics_port:
+            try:
+                from .metrics import Metrics
+            except ImportError:
+                raise ConfigError("[daemon] metrics_port is set but prometheus-client is not installed: pip install 'crmsync[metrics]'") from None
+            observer = Metrics()
+            observer.serve(config.daemon.metrics_port, config.daemon.metrics_address)
+        sys.exit(Daemon(cycle, config.daemon.interval_s, dry_run=dry_run, observer=observer).run_forever())
     finally:
         connector.close()
         ledger.close()

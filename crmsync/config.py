@@ -97,6 +97,9 @@ class CooldownConfig(_Strict):
 class ScoringConfig(_Strict):
     concurrency: int = Field(2, ge=1, le=64, description="leads scored at once")
     repair_attempts: int = Field(1, ge=0, le=1, description="re-asks after an invalid answer (at most one)")
+    max_cost_per_day_usd: float | None = Field(
+        None, gt=0, description="stop starting new leads once today's (UTC) LLM spend reaches this; they wait for tomorrow"
+    )
 
 
 class PriceConfig(_Strict):
@@ -166,6 +169,8 @@ class DaemonConfig(_Strict):
     fetch_limit: int = Field(500, ge=1, description="leads taken per cycle")
     max_write_attempts: int = Field(5, ge=1, description="writes the CRM rejects are retried this often, then parked")
     state_dir: str = Field("crmsync-data", description="where the ledger (and the local CRM) live")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus metrics on this port (pip install 'crmsync[metrics]')")
+    metrics_address: str = Field("127.0.0.1", description="address the metrics endpoint listens on")
 
 
 class EvalTargets(_Strict):

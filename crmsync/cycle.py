@@ -37,6 +37,7 @@ class CycleReport:
     tiers: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     stopped: bool = False
+    budget_reached: bool = False  # [scoring] max_cost_per_day_usd: the rest waits for tomorrow
     dry_run: bool = False
     results: list[tuple[Lead, ScoreResult]] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class CycleReport:
             f"written {self.written}, write errors {self.write_errors}, parked {self.parked}, cost ${self.cost_usd:.6f}"
             + (" [dry run: nothing written]" if self.dry_run else "")
             + (" [stopped early]" if self.stopped else "")
+            + (" [daily LLM budget reached: the rest waits]" if self.budget_reached else "")
         )
 
 
@@ -85,12 +87,21 @@ class Cycle:
     def run(self, *, dry_run: bool = False, stop: Callable[[], bool] = lambda: False) -> CycleReport:
         report = CycleReport(dry_run=dry_run)
         start = datetime.now(timezone.utc)
+        budget = self.config.scoring.max_cost_per_day_usd
+        spent_before = self.ledger.cost_today() if budget is not None else 0.0
+
+        def over_budget() -> bool:
+            return budget is not None and spent_before + report.cost_usd >= budget
+
+        def halt() -> bool:  # no new lead starts; those in flight finish
+            return stop() or over_budget()
+
         try:
             if not dry_run:
                 self._flush(report)
             todo = self._select(self._fetch(report), report)
             pending: list[str] = []
-            for lead, result in self.scorer.score_many(todo, self.config.scoring.concurrency, stop):
+            for lead, result in self.scorer.score_many(todo, self.config.scoring.concurrency, halt):
                 self._count(report, lead, result)
                 if dry_run:
                     continue
@@ -103,7 +114,11 @@ class Cycle:
             if pending:
                 self._write(pending, report)
             report.stopped = stop()
-            if not dry_run and not report.errors and not report.stopped:
+            report.budget_reached = len(report.results) < len(todo) and over_budget()
+            if report.budget_reached:
+                log.warning("daily LLM budget of $%.2f reached ($%.4f spent today): %d lead(s) wait for tomorrow",
+                            budget, spent_before + report.cost_usd, len(todo) - len(report.results))
+            if not dry_run and not report.errors and not report.stopped and not report.budget_reached:
                 self.ledger.set_cursor(cursor_with_lag(start))
         except ApiBudgetExhausted as exc:
             report.errors.append(f"CRM API budget: {exc}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timezone
+from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -14,11 +16,16 @@ from .cycle import Cycle, CycleReport
 log = logging.getLogger("crmsync.daemon")
 
 
+class CycleObserver(Protocol):
+    def observe(self, report: CycleReport, seconds: float, rubric_error: str | None) -> None: ...
+
+
 class Daemon:
-    def __init__(self, cycle: Cycle, interval_s: int, *, dry_run: bool = False) -> None:
+    def __init__(self, cycle: Cycle, interval_s: int, *, dry_run: bool = False, observer: CycleObserver | None = None) -> None:
         self.cycle = cycle
         self.interval_s = interval_s
         self.dry_run = dry_run
+        self.observer = observer
         self.stopping = threading.Event()
         self.last: CycleReport | None = None
 
@@ -26,7 +33,10 @@ class Daemon:
         if self.stopping.is_set():
             return
         try:
+            started = time.monotonic()
             self.last = self.cycle.run(dry_run=self.dry_run, stop=self.stopping.is_set)
+            if self.observer:
+                self.observer.observe(self.last, time.monotonic() - started, getattr(self.cycle.scorer.rubrics, "last_error", None))
         except Exception:  # a bug in one cycle must not kill the service: log it, try again next interval
             log.exception("cycle crashed; the next one runs in %ss", self.interval_s)
 

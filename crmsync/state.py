@@ -243,6 +243,10 @@ class Ledger:
             "cost_today": today[0], "calls_today": today[1], "cost_total": total[0], "calls_total": total[1],
         }
 
+    def cost_today(self) -> float:
+        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+        return self.db.execute("SELECT COALESCE(SUM(cost_usd),0) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()[0]
+
     def calls_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM calls WHERE crm=?", (self.crm,)).fetchone()[0]
 

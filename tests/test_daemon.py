@@ -136,3 +136,56 @@ def test_rescore_after_rubric_change_only_when_asked(tmp_path: Path, emu: OpenAI
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
     assert emu.request_count() >= 3
     assert ledger_rows(tmp_path)["E001"]["score_attempts"] == 2
+
+
+def test_daily_llm_budget_stops_new_leads_and_loses_none(tmp_path: Path, emu: OpenAIEmulator) -> None:
+    # Each emulated call costs about $0.0017 at the test prices; a $0.004 budget allows 3 leads (the third crosses it).
+    cfg = write_setup(tmp_path, emu.base_url, [lead(i) for i in range(1, 9)], extra="")
+    cfg.write_text(cfg.read_text().replace("[scoring]\nconcurrency = 1", "[scoring]\nconcurrency = 1\nmax_cost_per_day_usd = 0.004"))
+    r = crmsync(cfg, "run", "--once", key=emu.api_key)
+    assert r.returncode == 0, r.stderr
+    assert "daily LLM budget reached" in r.stdout
+    assert "wait for tomorrow" in r.stderr
+    first = emu.request_count()
+    assert 1 <= first < 8
+    # The same day, the next cycle starts nothing new; the waiting leads are unscored, not lost.
+    r = crmsync(cfg, "run", "--once", key=emu.api_key)
+    assert emu.request_count() == first
+    crm = crm_rows(tmp_path)
+    assert sum(row["ai_score"] is not None for row in crm.values()) == first
+    assert len(ledger_rows(tmp_path)) == first
+    # Raising the budget lets the rest through.
+    cfg.write_text(cfg.read_text().replace("max_cost_per_day_usd = 0.004", "max_cost_per_day_usd = 1.0"))
+    assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
+    assert all(row["ai_score"] is not None for row in crm_rows(tmp_path).values())
+    assert emu.request_count() == 8
+
+
+def test_daemon_serves_prometheus_metrics(tmp_path: Path, emu: OpenAIEmulator) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_setup(tmp_path, emu.base_url, [lead(i) for i in range(1, 5)], extra=f"metrics_port = {port}")
+    proc = start_daemon(cfg, key=emu.api_key)
+    try:
+        body = ""
+        deadline = time.time() + 30
+        while time.time() < deadline and 'crmsync_leads_total{outcome="scored"} 4.0' not in body:
+            time.sleep(0.2)
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+        assert 'crmsync_leads_total{outcome="scored"} 4.0' in body, body[-2000:]
+        assert 'crmsync_crm_writes_total{result="ok"} 4.0' in body
+        assert 'crmsync_llm_calls_total{model="emu-fast",outcome="ok",provider="fast"} 4.0' in body
+        assert "crmsync_last_cycle_ok 1.0" in body
+        cost = float(next(line.split()[1] for line in body.splitlines() if line.startswith("crmsync_llm_cost_usd_total ")))
+        assert cost > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

@@ -1,0 +1,58 @@
+"""Prometheus metrics for the daemon (the ``metrics`` extra): what each cycle did and what it cost.
+
+Counters live in a registry of their own (no global state), fed once per cycle from the CycleReport.
+"""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from .cycle import CycleReport
+from .models import HopOutcome
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.leads = Counter("crmsync_leads", "Leads handled, by outcome", ["outcome"], registry=r)
+        self.tiers = Counter("crmsync_scored_leads_by_tier", "Scored leads, by tier", ["tier"], registry=r)
+        self.flagged = Counter("crmsync_leads_flagged_for_review", "Results flagged needs-review", registry=r)
+        self.escalations = Counter("crmsync_escalations", "Leads that a later chain step scored too", registry=r)
+        self.fallbacks = Counter("crmsync_fallbacks", "Leads where a chain step failed or was cooling down", registry=r)
+        self.writes = Counter("crmsync_crm_writes", "CRM record writes, by result", ["result"], registry=r)
+        self.cost = Counter("crmsync_llm_cost_usd", "LLM spend in USD, from the [prices] table", registry=r)
+        self.calls = Counter("crmsync_llm_calls", "Chain hops that called a model, by provider and outcome", ["provider", "model", "outcome"], registry=r)
+        self.tokens = Counter("crmsync_llm_tokens", "Tokens, by provider and kind", ["provider", "model", "kind"], registry=r)
+        self.cycle_seconds = Gauge("crmsync_last_cycle_duration_seconds", "Duration of the last cycle", registry=r)
+        self.cycle_time = Gauge("crmsync_last_cycle_timestamp_seconds", "When the last cycle ended (unix time)", registry=r)
+        self.cycle_ok = Gauge("crmsync_last_cycle_ok", "1 if the last cycle had no failure", registry=r)
+        self.rubric_broken = Gauge("crmsync_rubric_edit_rejected", "1 while a broken rubric edit is being ignored", registry=r)
+
+    def serve(self, port: int, address: str) -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def observe(self, report: CycleReport, seconds: float, rubric_error: str | None) -> None:
+        for outcome in ("scored", "unscorable", "failed", "skipped", "human"):
+            self.leads.labels(outcome).inc(getattr(report, outcome))
+        for tier, n in report.tiers.items():
+            self.tiers.labels(tier).inc(n)
+        self.flagged.inc(report.flagged)
+        self.escalations.inc(report.escalated)
+        self.fallbacks.inc(report.fell_back)
+        self.writes.labels("ok").inc(report.written)
+        self.writes.labels("rejected").inc(report.write_errors)
+        self.writes.labels("parked").inc(report.parked)
+        self.cost.inc(report.cost_usd)
+        for _, result in report.results:
+            for hop in result.hops:
+                if hop.outcome == HopOutcome.cooling_down:
+                    continue
+                self.calls.labels(hop.provider, hop.model, hop.outcome.value).inc()
+                for kind in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"):
+                    self.tokens.labels(hop.provider, hop.model, kind.removesuffix("_tokens")).inc(getattr(hop.usage, kind))
+        self.cycle_seconds.set(seconds)
+        self.cycle_time.set(time.time())
+        self.cycle_ok.set(1 if report.ok else 0)
+        self.rubric_broken.set(1 if rubric_error else 0)
