@@ -189,3 +189,20 @@ def test_daemon_serves_prometheus_metrics(tmp_path: Path, emu: OpenAIEmulator) -
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_malformed_answers_reach_the_crm_as_a_review_flag_without_a_score(tmp_path: Path, emu: OpenAIEmulator) -> None:
+    from tests.emulators import raw
+
+    emu.script("emu-fast", raw('{"score": 150, "confidence": "very"'))  # malformed, and out of range
+    cfg = write_setup(tmp_path, emu.base_url, [lead(1)])
+    r = crmsync(cfg, "run", "--once", key=emu.api_key)
+    assert r.returncode == 0, r.stderr
+    row = crm_rows(tmp_path)["E001"]
+    assert row["ai_score"] is None and row["ai_tier"] is None, "never a made-up score"
+    assert row["ai_needs_review"] == 1
+    assert row["ai_reasons"].startswith("Review: no valid answer. No valid answer from any model; please score by hand.")
+    assert emu.request_count() == 2  # the answer and one repair attempt
+    # The next cycle does not pay again for the same inputs.
+    assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
+    assert emu.request_count() == 2
