@@ -7,11 +7,10 @@ from typing import Any
 import anthropic
 
 from ..config import AnthropicProviderConfig, require_env
-from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..errors import InvalidAnswer, ProviderUnavailable
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, parse_retry_after, repair_turns, validate_answer
+from .base import Prompt, Provider, Repair, Reply, repair_turns, status_error, validate_answer
 
-TRANSIENT = {408, 409, 429}
 TOOL = "record_lead_score"
 
 
@@ -48,11 +47,7 @@ class AnthropicProvider(Provider):
         except anthropic.APIConnectionError as exc:
             raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
         except anthropic.APIStatusError as exc:
-            status = exc.status_code
-            text = f"{self.name}: HTTP {status}: {exc.message}"
-            if status in TRANSIENT or status >= 500:
-                raise ProviderUnavailable(text, retry_after=parse_retry_after(exc.response.headers), status=status) from None
-            raise ProviderRejected(text, status=status) from None
+            raise status_error(self.name, exc.status_code, exc.message, exc.response.headers) from None
         usage = _usage(msg.usage)
         raw = ""
         for block in msg.content:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from ..config import PriceConfig
-from ..errors import InvalidAnswer, ProviderUnavailable
+from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
 from ..models import ModelAnswer, Usage
 
 log = logging.getLogger("crmsync.providers")
@@ -115,6 +115,18 @@ def with_retries(call: Callable[[], T], max_retries: int, cap: float, sleep: Cal
                 raise
             log.debug("%s: retry %d in %.2fs: %s", who, attempt, delay, exc)
             sleep(delay)
+
+
+TRANSIENT_STATUSES = {408, 409, 429}  # and every 5xx (529 overloaded included)
+
+
+def status_error(who: str, status: int, message: str, headers: object) -> ProviderUnavailable | ProviderRejected:
+    """The one mapping from an HTTP status to what the chain does: fall back (load) or pause long (config).
+    ``message`` is the server's text, which never carries our key."""
+    text = f"{who}: HTTP {status}: {message}"
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return ProviderUnavailable(text, retry_after=parse_retry_after(headers), status=status)
+    return ProviderRejected(text, status=status)
 
 
 def parse_retry_after(headers: object) -> float | None:

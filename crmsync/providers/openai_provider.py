@@ -9,20 +9,9 @@ from typing import Any
 import openai
 
 from ..config import OpenAIProviderConfig, require_env
-from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..errors import InvalidAnswer, ProviderUnavailable
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, chat_messages, parse_retry_after, score_token_confidence, validate_answer
-
-TRANSIENT = {408, 409, 429}
-
-
-def _status_error(exc: openai.APIStatusError, who: str) -> Exception:
-    status = exc.status_code
-    # The SDK's message carries the server's text, never our key.
-    msg = f"{who}: HTTP {status}: {exc.message}"
-    if status in TRANSIENT or status >= 500:
-        return ProviderUnavailable(msg, retry_after=parse_retry_after(exc.response.headers), status=status)
-    return ProviderRejected(msg, status=status)
+from .base import Prompt, Provider, Repair, Reply, chat_messages, score_token_confidence, status_error, validate_answer
 
 
 class OpenAIProvider(Provider):
@@ -58,7 +47,7 @@ class OpenAIProvider(Provider):
         except openai.APIConnectionError as exc:  # includes APITimeoutError
             raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
         except openai.APIStatusError as exc:
-            raise _status_error(exc, self.name) from None
+            raise status_error(self.name, exc.status_code, exc.message, exc.response.headers) from None
         usage = _usage(completion.usage)
         if not completion.choices:
             raise InvalidAnswer("empty", "no choices in the response", usage=usage)
