@@ -7,21 +7,13 @@ from .connector import Connector
 from .errors import ConfigError
 
 GROUP = "crmsync.connectors"
-_extra: dict[str, type[Connector]] = {}
-
-
-def register(name: str, cls: type[Connector]) -> None:
-    """Register a connector class by hand (tests, embedding). Entry points are the normal way."""
-    _extra[name] = cls
 
 
 def available() -> list[str]:
-    return sorted({ep.name for ep in entry_points(group=GROUP)} | set(_extra))
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
 def load_connector_class(name: str) -> type[Connector]:
-    if name in _extra:
-        return _extra[name]
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         raise ConfigError(

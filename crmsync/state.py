@@ -247,9 +247,6 @@ class Ledger:
         midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
         return self.db.execute("SELECT COALESCE(SUM(cost_usd),0) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()[0]
 
-    def calls_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM calls WHERE crm=?", (self.crm,)).fetchone()[0]
-
 
 def cursor_with_lag(start: datetime, lag_s: float = 120.0) -> datetime:
     """The next cycle's ``since``: this cycle's start minus a lag, for clock skew and slow indexes."""

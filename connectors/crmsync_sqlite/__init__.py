@@ -194,9 +194,5 @@ class SQLiteConnector(Connector):
             elif row[conv]:
                 yield LabelRecord(row["id"], inputs, "qualified", "conversion", datetime.fromisoformat(row["modified_at"]))
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every lead as a dict (for `crmsync leads` and tests)."""
-        return [dict(r) for r in self.db.execute(f"SELECT * FROM {self.table} ORDER BY created_at, id")]
-
     def close(self) -> None:
         self.db.close()
