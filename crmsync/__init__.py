@@ -4,6 +4,7 @@ The names below are the public surface for connector authors; everything else ma
 """
 from .config import Config as Config, FieldsConfig as FieldsConfig, load_config as load_config, require_env as require_env
 from .connector import (
+    Bookmark as Bookmark,
     Connector as Connector,
     ConnectorContext as ConnectorContext,
     ConnectorOptions as ConnectorOptions,
@@ -19,6 +20,7 @@ from .errors import (
     RetriableConnectorError as RetriableConnectorError,
     ApiBudgetExhausted as ApiBudgetExhausted,
 )
+from .masking import EnvVarName as EnvVarName, redact as redact, register_secret as register_secret
 from .models import CrmLead as CrmLead, Problem as Problem, WriteOutcome as WriteOutcome
 
 __version__ = "0.1.0"

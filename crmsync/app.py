@@ -12,6 +12,8 @@ from . import registry
 from .config import AnthropicProviderConfig, Config, LlamaCppProviderConfig, OpenAIProviderConfig, format_validation_error
 from .connector import Connector, ConnectorContext
 from .errors import ConfigError
+from .guard import Guard
+from .injection import PatternSet
 from .providers.base import Provider
 from .providers.chain import Chain, Cooldowns
 from .rubric import RubricStore, bundled_rubric_path
@@ -39,7 +41,7 @@ def build_provider(name: str, cfg: object, base_dir: Path) -> Provider:
 
 
 def build_scorer(config: Config, *, clock: Callable[[], float] = time.monotonic, rubrics: RubricStore | None = None) -> Scorer:
-    used = list(dict.fromkeys(step.provider for step in config.chain))
+    used = list(dict.fromkeys([*(step.provider for step in config.chain), *([config.guard.provider] if config.guard.provider else [])]))
     providers: dict[str, Provider] = {}
     errors: list[str] = []
     for name in used:  # collect every missing key at once rather than one per start
@@ -49,15 +51,34 @@ def build_scorer(config: Config, *, clock: Callable[[], float] = time.monotonic,
             errors.append(str(exc))
     if errors:
         raise ConfigError("\n".join(errors))
+    cooldowns = Cooldowns(config.cooldown, clock=clock)
     chain = Chain(
         config.chain,
-        providers,
+        {name: providers[name] for name in dict.fromkeys(step.provider for step in config.chain)},
         review=config.review,
-        cooldowns=Cooldowns(config.cooldown, clock=clock),
+        cooldowns=cooldowns,
         prices=config.prices,
         repair_attempts=config.scoring.repair_attempts,
     )
-    return Scorer(chain, rubrics or RubricStore(rubric_path(config)))
+    return Scorer(chain, rubrics or RubricStore(rubric_path(config)), max_input_chars=config.scoring.max_input_chars,
+                  guard=build_guard(config, providers, cooldowns))
+
+
+def build_guard(config: Config, providers: dict[str, Provider], cooldowns: Cooldowns) -> Guard:
+    """The hostile-lead guard ([guard]): bundled + ops patterns, top-tier consistency, the optional guard model.
+    Key inputs and fit ranges apply only to inputs this config sends ([fields] inputs)."""
+    g = config.guard
+    extra = config.path(g.patterns_file) if g.patterns_file else None
+    guard_provider = providers.get(g.provider) if g.provider else None
+    return Guard(
+        PatternSet(extra),
+        tiers=g.tiers,
+        key_inputs=[k for k in g.key_inputs if k in config.fields.inputs],
+        fit={k: (v.min, v.max) for k, v in g.fit.items() if k in config.fields.inputs},
+        provider=guard_provider,
+        price=config.prices.get(guard_provider.model) if guard_provider else None,
+        cooldowns=cooldowns,
+    )
 
 
 def build_connector(config: Config) -> Connector:

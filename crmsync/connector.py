@@ -61,15 +61,37 @@ class ConnectorContext:
     state_dir: Path
 
 
-class Connector(ABC):
-    """One CRM. Three duties: fetch the leads that need a look, write results back, check the setup.
+@dataclass(frozen=True)
+class Bookmark:
+    """A position in the changed stream: everything at or before (``modified_at``, ``lead_id``) has been read.
 
-    Implementations must be safe to call from one thread at a time (crmsync never calls a connector
-    concurrently) and must never change a lead's owner, status or stage: only the mapped output fields.
+    Ordered by modified time, then id, so ties at one timestamp (a bulk import) are neither skipped nor re-read.
+    """
+
+    modified_at: datetime
+    lead_id: str = ""
+
+    def before(self, lead: CrmLead) -> bool:
+        """True when ``lead`` lies strictly after this bookmark (it has not been read yet)."""
+        if lead.modified_at is None:
+            return False
+        return (lead.modified_at, lead.id) > (self.modified_at, self.lead_id)
+
+
+class Connector(ABC):
+    """One CRM. Four duties: fetch leads in two streams, re-read review decisions, write results back, check.
+
+    Implementations must never change a lead's owner, status or stage: only the mapped output fields.
+    crmsync serialises calls with a lock, so a connector is never called from two threads at once, but it may
+    be called from more than one thread (fetch pages on one, writes on another) over its lifetime.
     """
 
     #: the model of this connector's ``[crm.options]`` table
     Options: ClassVar[type[ConnectorOptions]] = ConnectorOptions
+    #: the most records one write call takes (Salesforce sObject Collections 200, HubSpot batch update 100)
+    write_batch: ClassVar[int] = 200
+    #: the most ids one ``read_decisions`` call takes (Salesforce 2,000 with sObject Collections, HubSpot 100)
+    read_batch: ClassVar[int] = 2000
 
     def __init__(self, options: ConnectorOptions, context: ConnectorContext) -> None:
         self.options = options
@@ -77,27 +99,43 @@ class Connector(ABC):
         self.fields = context.fields
 
     @abstractmethod
-    def fetch(self, since: datetime | None, limit: int) -> Iterator[CrmLead]:
-        """Yield leads that need a look, oldest first, at most ``limit``.
+    def fetch_unscored(self, after_id: str | None, limit: int) -> Iterator[CrmLead]:
+        """Yield leads whose mapped score field is empty and whose review decision is empty, in ascending id
+        order, starting after ``after_id`` (``None``: from the first), at most ``limit``. Converted / closed
+        leads are skipped. Fetch lazily, page by page: crmsync streams what it reads into scoring.
 
-        Must yield every lead whose mapped score field is empty. When ``since`` is given, must also yield
-        leads modified after it (so changed inputs can be rescored; crmsync compares a fingerprint of the
-        inputs, so a lead modified only by crmsync's own write is not rescored). ``CrmLead.inputs`` holds
-        the mapped input fields only, keyed by the scorer's input names (``fields.inputs`` keys), with
-        values as the CRM returned them. ``review_decision`` is the configured decision field's value.
-        Converted / closed leads are skipped. The same lead may be yielded twice (eventually consistent
-        search): crmsync de-duplicates.
+        This stream empties as crmsync writes scores, so every cycle makes progress whatever the backlog; the
+        ``after_id`` keyset lets a cycle move past leads that stay unscored (a parked write, no valid answer).
+        An eventually consistent search may repeat a lead: crmsync de-duplicates.
         Raises ``RetriableConnectorError`` (busy, unreachable) or ``FatalConnectorError`` (auth, fields).
         """
+
+    @abstractmethod
+    def fetch_changed(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
+        """Yield leads modified strictly after ``after`` and at or before ``until``, at most ``limit``, scored or
+        not, with ``modified_at`` set. When there are more than ``limit``, yield the earliest ones in (modified
+        time, id) order; when all of them fit, any order will do (HubSpot reads them by id, in fewer searches).
+        crmsync moves its bookmark to the largest (modified time, id) yielded, so each change (crmsync's own
+        writes included) is read once. ``until`` lags the clock so that a search index that is a little behind
+        cannot make a change slip past the bookmark.
+        """
+
+    def read_decisions(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """The review decision each lead holds right now (``None`` when empty), read just before a write, at
+        most ``read_batch`` ids per call. Leads that no longer exist are left out. The default reads every
+        lead through ``fetch_ids``; override it with the CRM's batch read."""
+        return {lead.id: lead.review_decision for lead in self.fetch_ids(ids)}
 
     @abstractmethod
     def write(self, updates: Sequence[ScoreUpdate]) -> list[WriteOutcome]:
         """Write each update; return exactly one ``WriteOutcome`` per update, in the same order.
 
-        Batches as the CRM allows. A record the CRM rejects is reported with the CRM's message and
-        ``retryable`` set when trying again later may help (a locked row), and never stops the others.
-        Writing the same values twice must be harmless (idempotent). Raises only when the whole call
-        failed (``RetriableConnectorError`` / ``FatalConnectorError``): then nothing is assumed written.
+        crmsync passes at most ``write_batch`` updates per call. A record the CRM rejects is reported with the
+        CRM's message and ``retryable`` set when trying again later may help (a locked row), and never stops
+        the others. Where the CRM can update conditionally, a lead whose review decision is filled must not be
+        written (report it with ``human=True``). Writing the same values twice must be harmless (idempotent).
+        Raises only when the whole call failed (``RetriableConnectorError`` / ``FatalConnectorError``): then
+        nothing is assumed written.
         """
 
     @abstractmethod
@@ -105,11 +143,24 @@ class Connector(ABC):
         """Verify credentials, reachability, and that every mapped field exists with a fitting type and
         is readable (inputs) or updateable (outputs). Return the problems found, each with its fix."""
 
+    def output_options(self) -> dict[str, list[str]]:
+        """For mapped outputs (and the review decision) that are dropdowns / restricted picklists in the CRM: the
+        option values each allows, keyed by output name. `crmsync check` compares them with every value crmsync
+        may write, so a missing option is found before the CRM rejects a write. Default: no such fields."""
+        return {}
+
+    def can_spend(self) -> bool:
+        """Whether the CRM's API budget still allows this cycle's writes, judged from what the connector already
+        knows (no API call): crmsync asks before each lead starts scoring, so no LLM money goes to a lead that
+        cannot be written. Raise nothing; return False to stop starting new leads."""
+        return True
+
     def fetch_ids(self, ids: Sequence[str]) -> Iterator[CrmLead]:
-        """Yield the current state of these leads (for an admin's rescore). The default scans
-        ``fetch(since=epoch)``; override it where the CRM can read records by id."""
+        """Yield the current state of these leads (for an admin's rescore). The default scans the changed
+        stream from the epoch; override it where the CRM can read records by id."""
         wanted = set(ids)
-        for lead in self.fetch(datetime(1970, 1, 1, tzinfo=timezone.utc), 10_000_000):
+        epoch = Bookmark(datetime(1970, 1, 1, tzinfo=timezone.utc))
+        for lead in self.fetch_changed(epoch, datetime.now(timezone.utc), 10_000_000):
             if lead.id in wanted:
                 wanted.discard(lead.id)
                 yield lead

@@ -12,6 +12,7 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .cycle import Cycle, CycleReport
+from .errors import LedgerError
 
 log = logging.getLogger("crmsync.daemon")
 
@@ -37,6 +38,8 @@ class Daemon:
             self.last = self.cycle.run(dry_run=self.dry_run, stop=self.stopping.is_set)
             if self.observer:
                 self.observer.observe(self.last, time.monotonic() - started, getattr(self.cycle.scorer.rubrics, "last_error", None))
+        except LedgerError as exc:  # found before any LLM call: nothing paid; say what to fix, try again next interval
+            log.error("%s (next try in %ss)", exc, self.interval_s)
         except Exception:  # a bug in one cycle must not kill the service: log it, try again next interval
             log.exception("cycle crashed; the next one runs in %ss", self.interval_s)
 

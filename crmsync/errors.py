@@ -5,6 +5,8 @@ from __future__ import annotations
 class CrmsyncError(Exception):
     """Root of every error crmsync raises on purpose."""
 
+    exit_code = 1  # the CLI's exit status for this error (README, Operations: exit codes)
+
 
 class ConfigError(CrmsyncError):
     """The config file, the rubric or the environment is wrong: a person must fix it.
@@ -64,3 +66,18 @@ class FatalConnectorError(ConnectorError):
 
 class ApiBudgetExhausted(RetriableConnectorError):
     """The CRM's API allowance (or our configured share of it) is used up: start no new work until it recovers."""
+
+
+class LedgerError(CrmsyncError):
+    """The ledger (or the state directory holding it) cannot be used: read-only, full disk, damaged, empty.
+
+    The message names the file, what happened and what to do. The file is always left as it is.
+    """
+
+    exit_code = 4
+
+
+class AlreadyRunningError(CrmsyncError):
+    """Another crmsync holds this state directory; the message names it (pid, host, since when)."""
+
+    exit_code = 3

@@ -1,31 +1,36 @@
 """Logging set-up: one line per event on stderr (journald adds the timestamp under systemd), with every
-configured secret's value masked, whatever code path tries to print it."""
+secret's value masked (crmsync.masking), whatever code path tries to print it."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 
+from .masking import SECRETS, redact, register_secret
+
 
 class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 6]
+    """Masks the message (so every handler sees it masked); RedactingFormatter also masks tracebacks."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        if len(SECRETS):
             msg = record.getMessage()
-            for s in self.secrets:
-                msg = msg.replace(s, "***")
-            record.msg, record.args = msg, None
+            record.msg, record.args = redact(msg), None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(level: str = "INFO", secret_env_vars: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     stamp = "" if os.environ.get("INVOCATION_ID") else "%(asctime)s "  # systemd's journal stamps lines itself
-    handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
-    handler.addFilter(RedactSecrets([os.environ.get(v, "") for v in secret_env_vars or []]))
+    handler.setFormatter(RedactingFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    for var in secret_env_vars or []:  # masked from the first line, before any provider or connector reads them
+        register_secret(os.environ.get(var))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,6 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from .cycle import CycleReport
-from .models import HopOutcome
 
 
 class Metrics:
@@ -45,13 +44,10 @@ class Metrics:
         self.writes.labels("rejected").inc(report.write_errors)
         self.writes.labels("parked").inc(report.parked)
         self.cost.inc(report.cost_usd)
-        for _, result in report.results:
-            for hop in result.hops:
-                if hop.outcome == HopOutcome.cooling_down:
-                    continue
-                self.calls.labels(hop.provider, hop.model, hop.outcome.value).inc()
-                for kind in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"):
-                    self.tokens.labels(hop.provider, hop.model, kind.removesuffix("_tokens")).inc(getattr(hop.usage, kind))
+        for (provider, model, outcome), n in report.calls.items():
+            self.calls.labels(provider, model, outcome).inc(n)
+        for (provider, model, kind), n in report.tokens.items():
+            self.tokens.labels(provider, model, kind).inc(n)
         self.cycle_seconds.set(seconds)
         self.cycle_time.set(time.time())
         self.cycle_ok.set(1 if report.ok else 0)

@@ -97,6 +97,7 @@ class Hop(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     attempts: int = 0
+    mode: Literal["score", "guard"] = "score"  # "guard": the injection screen before a top tier (crmsync/guard.py)
 
 
 class ReviewReason(str, Enum):
@@ -104,6 +105,9 @@ class ReviewReason(str, Enum):
     steps_disagree = "steps_disagree"
     no_valid_answer = "no_valid_answer"
     instructions_in_lead = "instructions_in_lead"
+    guard_flagged = "guard_flagged"  # the guard model says the text addresses an AI or tries to move the score
+    guard_no_answer = "guard_no_answer"  # the guard step failed to answer: a top tier is not given unchecked
+    top_tier_inconsistent = "top_tier_inconsistent"  # top tier while key inputs are missing, contradictory or off the fit
 
 
 class ScoreStatus(str, Enum):
@@ -142,11 +146,18 @@ class ScoreResult(BaseModel):
 
     @property
     def escalated(self) -> bool:
-        return sum(1 for h in self.hops if h.outcome in (HopOutcome.ok, HopOutcome.repaired)) > 1
+        return sum(1 for h in self.hops if h.mode == "score" and h.outcome in (HopOutcome.ok, HopOutcome.repaired)) > 1
 
     @property
     def fell_back(self) -> bool:
-        return any(h.outcome in (HopOutcome.unavailable, HopOutcome.rejected, HopOutcome.cooling_down) for h in self.hops)
+        """A failed or skipped step handed the lead to a next step. The last hop has no next step, so a
+        one-step chain never "falls back"."""
+        hops = [h for h in self.hops if h.mode == "score"]  # a guard hop is no step of the chain
+        return any(h.outcome in (HopOutcome.unavailable, HopOutcome.rejected, HopOutcome.cooling_down) for h in hops[:-1])
+
+    @property
+    def guard_cost_usd(self) -> float:
+        return sum(h.cost_usd for h in self.hops if h.mode == "guard")
 
 
 class Lead(BaseModel):
@@ -161,10 +172,10 @@ class CrmLead(BaseModel):
 
     id: str
     inputs: dict[str, Any]  # keyed by the scorer's input names (the config's mapping), allowlisted
-    has_score: bool = False  # the CRM's score field is filled
+    has_score: bool = False  # the CRM's score field is filled (by crmsync or by anyone else)
+    input_hash: str | None = None  # the ``input_hash`` output field: the fingerprint the CRM's score was made from
     review_decision: str | None = None  # a reviewer's decision, if the configured field is set
-    modified_at: datetime | None = None
-    outcome: str | None = None  # conversion signal for labels (e.g. "converted"), when the connector knows
+    modified_at: datetime | None = None  # the CRM's last-modified time: the changed stream's bookmark
 
 
 class WriteOutcome(BaseModel):
@@ -174,6 +185,7 @@ class WriteOutcome(BaseModel):
     ok: bool
     error: str | None = None  # the CRM's own message, e.g. "FIELD_CUSTOM_VALIDATION_EXCEPTION: ..."
     retryable: bool = False
+    human: bool = False  # not written because a reviewer decided meanwhile (a conditional write said no)
 
 
 class Problem(BaseModel):

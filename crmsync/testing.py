@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import pytest
 
 from .config import FieldsConfig
-from .connector import Connector, ScoreUpdate, output_values
+from .connector import Bookmark, Connector, ScoreUpdate, output_values
 
 #: The contract's standard input mapping: scorer input name → CRM field, as the backend names fields.
 CONTRACT_INPUTS = ("company", "title", "monthly_orders", "description")
@@ -77,14 +77,14 @@ class ConnectorContract:
     def backend(self) -> ContractBackend:  # pragma: no cover - provided by subclasses
         raise NotImplementedError
 
-    def _ids(self, conn: Connector, since: datetime | None = None) -> list[str]:
-        return [lead.id for lead in conn.fetch(since, 10_000)]
+    def _ids(self, conn: Connector) -> list[str]:
+        return [lead.id for lead in conn.fetch_unscored(None, 10_000)]
 
     def test_fetch_yields_unscored_leads_with_mapped_inputs_only(self, backend: ContractBackend) -> None:
         a = backend.add_lead({"company": "Acme Apparel", "title": "COO", "monthly_orders": 4200, "description": "Growing fast"})
         b = backend.add_lead({"company": "Beta Beauty", "title": "Founder", "monthly_orders": 900, "description": ""})
         conn = backend.connector()
-        leads = {lead.id: lead for lead in conn.fetch(None, 10_000)}
+        leads = {lead.id: lead for lead in conn.fetch_unscored(None, 10_000)}
         assert {a, b} <= set(leads)
         assert set(leads[a].inputs) <= set(backend.fields.inputs), "only mapped inputs may leave the CRM"
         assert leads[a].inputs["company"] == "Acme Apparel"
@@ -136,27 +136,70 @@ class ConnectorContract:
         assert len(outcomes) == 230 and all(o.ok for o in outcomes)
         assert backend.get_output(ids[229], "score") == 229 % 101
 
-    def test_since_yields_leads_whose_inputs_changed(self, backend: ContractBackend) -> None:
+    def test_unscored_stream_resumes_after_an_id(self, backend: ContractBackend) -> None:
+        ids = [backend.add_lead({"company": f"K{i}", "title": "", "monthly_orders": i, "description": ""}) for i in range(5)]
+        conn = backend.connector()
+        first = [lead.id for lead in conn.fetch_unscored(None, 2)]
+        rest = [lead.id for lead in conn.fetch_unscored(first[-1], 10_000)]
+        assert len(first) == 2 and first == sorted(first), "ascending ids, at most the limit"
+        assert not set(first) & set(rest), "a keyset page never repeats the previous one"
+        assert set(ids) <= set(first) | set(rest), "no lead skipped"
+        assert all(r > first[-1] for r in rest)
+
+    def test_decided_lead_is_not_unscored(self, backend: ContractBackend) -> None:
+        a = backend.add_lead({"company": "Acme", "title": "COO", "monthly_orders": 100, "description": ""})
+        b = backend.add_lead({"company": "Beta", "title": "CEO", "monthly_orders": 100, "description": ""})
+        backend.set_review_decision(a, "qualified")
+        ids = self._ids(backend.connector())
+        assert a not in ids and b in ids
+
+    def test_changed_stream_yields_each_change_once_in_order(self, backend: ContractBackend) -> None:
         a = backend.add_lead({"company": "Acme", "title": "COO", "monthly_orders": 100, "description": ""})
         conn = backend.connector()
         conn.write([_scores(backend.fields, a, 30)])
-        since = datetime.now(timezone.utc) - timedelta(seconds=1)
+        start = Bookmark(datetime.now(timezone.utc) - timedelta(days=1))
+        until = datetime.now(timezone.utc) + timedelta(hours=1)
         backend.set_input(a, "monthly_orders", 20000)
-        leads = {lead.id: lead for lead in conn.fetch(since, 10_000)}
-        assert a in leads
-        assert float(leads[a].inputs["monthly_orders"]) == 20000
-        assert leads[a].has_score is True
+        leads = list(conn.fetch_changed(start, until, 10_000))
+        mine = [lead for lead in leads if lead.id == a]
+        assert len(mine) == 1, "one change, one read"
+        assert float(mine[0].inputs["monthly_orders"]) == 20000
+        assert mine[0].has_score is True and mine[0].modified_at is not None
+        last = max(leads, key=lambda lead: (lead.modified_at, lead.id))
+        assert list(conn.fetch_changed(Bookmark(last.modified_at, last.id), until, 10_000)) == [], "strictly after the bookmark"  # type: ignore[arg-type]
+
+    def test_a_partial_changed_read_takes_the_earliest_changes(self, backend: ContractBackend) -> None:
+        ids = [backend.add_lead({"company": f"P{i}", "title": "", "monthly_orders": i, "description": ""}) for i in range(3)]
+        conn = backend.connector()
+        start = Bookmark(datetime.now(timezone.utc) - timedelta(days=1))
+        until = datetime.now(timezone.utc) + timedelta(hours=1)
+        for rid in reversed(ids):  # modified in the order 2, 1, 0
+            backend.set_input(rid, "monthly_orders", 500)
+        every = list(conn.fetch_changed(start, until, 10_000))
+        order = [lead.id for lead in sorted(every, key=lambda lead: (lead.modified_at, lead.id))]
+        got = list(conn.fetch_changed(start, until, 2))
+        assert [lead.id for lead in got] == order[:2], "a cut read is in (modified time, id) order, earliest first"
+        mark = Bookmark(got[-1].modified_at, got[-1].id)  # type: ignore[arg-type]
+        assert [lead.id for lead in conn.fetch_changed(mark, until, 10_000)] == order[2:], "and the rest follows once"
+
+    def test_changed_stream_stops_at_until(self, backend: ContractBackend) -> None:
+        a = backend.add_lead({"company": "Acme", "title": "COO", "monthly_orders": 100, "description": ""})
+        start = Bookmark(datetime.now(timezone.utc) - timedelta(days=1))
+        leads = backend.connector().fetch_changed(start, datetime.now(timezone.utc) - timedelta(hours=12), 10_000)
+        assert a not in [lead.id for lead in leads]
 
     def test_review_decision_is_reported(self, backend: ContractBackend) -> None:
         a = backend.add_lead({"company": "Acme", "title": "COO", "monthly_orders": 100, "description": ""})
+        b = backend.add_lead({"company": "Beta", "title": "COO", "monthly_orders": 100, "description": ""})
         backend.set_review_decision(a, "qualified")
-        leads = {lead.id: lead for lead in backend.connector().fetch(None, 10_000)}
-        assert leads[a].review_decision == "qualified"
+        conn = backend.connector()
+        assert conn.read_decisions([a, b]) == {a: "qualified", b: None}
+        assert {lead.id: lead.review_decision for lead in conn.fetch_ids([a, b])} == {a: "qualified", b: None}
 
     def test_limit_is_respected(self, backend: ContractBackend) -> None:
         for i in range(7):
             backend.add_lead({"company": f"L{i}", "title": "", "monthly_orders": i, "description": ""})
-        assert len(list(backend.connector().fetch(None, 3))) == 3
+        assert len(list(backend.connector().fetch_unscored(None, 3))) == 3
 
     def test_check_passes_on_a_good_setup(self, backend: ContractBackend) -> None:
         problems = [p for p in backend.connector().check() if p.severity == "error"]

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,16 @@ as_of = 2026-11-01
 interval_s = 10
 state_dir = "state"
 max_write_attempts = 2
+changed_lag_s = 0
 {extra}
 """
     )
     return cfg
+
+
+def stamp() -> str:
+    """Now, in the local CRM's text form of a time (what its own writes store in modified_at)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def crm_rows(tmp: Path) -> dict[str, dict[str, Any]]:

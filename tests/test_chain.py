@@ -38,8 +38,8 @@ def outcomes(result):
 # ----------------------------------------------------------------------------------------------- fallback
 @pytest.mark.parametrize(
     "failure, detail",
-    [(error(429), "HTTP 429"), (error(500), "HTTP 500"), (error(503), "HTTP 503"), (drop(), "APIConnectionError")],
-    ids=["429", "500", "503", "dropped-connection"],
+    [(error(429, retry_after=120), "HTTP 429"), (error(500), "HTTP 500"), (error(503), "HTTP 503"), (drop(), "APIConnectionError")],
+    ids=["429-long-retry-after", "500", "503", "dropped-connection"],
 )
 def test_openai_failure_falls_back_to_next_step(two_step, openai_emu, anthropic_emu, leads, failure, detail):
     openai_emu.script(A, failure)
@@ -464,9 +464,33 @@ def test_cooldown_survives_a_long_outage_without_overflow(fake_clock):
     from crmsync.providers.chain import Cooldowns
 
     cd = Cooldowns(CooldownConfig(base_s=30, max_s=600), clock=fake_clock)
-    pauses = [cd.failed("p", None) for _ in range(1200)]  # a week of failures, one per expired pause
+    pauses = []
+    for _ in range(1200):  # a week of failures, one per expired pause
+        pauses.append(cd.failed("p", None))
+        fake_clock.advance(pauses[-1])
     assert pauses[:3] == [30, 60, 120] and pauses[-1] == 600
-    assert cd.remaining("p") == 600
+    assert cd.failed("p", None) == 600 and cd.remaining("p") == 600
     cd.succeeded("p")
+    assert cd.remaining("p") == 0  # it answered: the pause is over
     assert cd.failed("p", 5.0) == 30  # reset; a short Retry-After does not shorten our pause
+    fake_clock.advance(30)
     assert cd.failed("p", 10_000) == 600  # a long one is honoured only up to max_s
+
+
+def test_failures_during_a_pause_neither_double_it_nor_warn_again(fake_clock, caplog):
+    from crmsync.config import CooldownConfig
+    from crmsync.providers.chain import Cooldowns
+
+    cd = Cooldowns(CooldownConfig(base_s=30, max_s=600), clock=fake_clock)
+    with caplog.at_level(logging.WARNING, logger="crmsync"):
+        first = cd.failed("fast", None, "fast: HTTP 500: Internal server error")
+        fake_clock.advance(5)
+        in_flight = [cd.failed("fast", None, "fast: HTTP 500: Internal server error") for _ in range(15)]
+        fake_clock.advance(26)  # the pause is over: the next failure starts a new, doubled one and warns again
+        second = cd.failed("fast", None, "fast: APIConnectionError: Connection error. ([Errno 111] Connection refused)")
+    assert first == 30 and in_flight == [25] * 15 and second == 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "provider fast unavailable, paused 30s: fast: HTTP 500: Internal server error",
+        "provider fast unavailable, paused 60s: fast: APIConnectionError: Connection error. ([Errno 111] Connection refused)",
+    ]

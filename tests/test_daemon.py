@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import crm_exec, crm_rows, crmsync, ledger_rows, lead, start_daemon, write_setup
+from tests.daemon_helpers import crm_exec, crm_rows, crmsync, ledger_rows, lead, stamp, start_daemon, write_setup
 from tests.emulators import OpenAIEmulator, default_rule, delay
 
 
@@ -33,8 +33,8 @@ def test_cycles_score_new_and_changed_leads_only(tmp_path: Path, emu: OpenAIEmul
     assert emu.request_count() == 5
 
     # New leads between cycles are scored; a changed input is rescored; nothing else.
-    crm_exec(tmp_path, "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES ('N1', 'New Co', 'COO', 12000, '2030-01-01', '2030-01-01')")
-    crm_exec(tmp_path, "UPDATE leads SET monthly_orders = 40000, modified_at = '2099-01-01' WHERE id = 'E001'")
+    crm_exec(tmp_path, "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES ('N1', 'New Co', 'COO', 12000, ?, ?)", (stamp(), stamp()))
+    crm_exec(tmp_path, "UPDATE leads SET monthly_orders = 40000, modified_at = ? WHERE id = 'E001'", (stamp(),))
     before = rows["E001"]["ai_score"]
     r = crmsync(cfg, "run", "--once", key=emu.api_key)
     assert r.returncode == 0, r.stderr
@@ -120,7 +120,7 @@ def test_rejected_write_is_retried_then_parked_and_others_land(tmp_path: Path, e
 def test_human_decision_is_never_overwritten(tmp_path: Path, emu: OpenAIEmulator) -> None:
     cfg = write_setup(tmp_path, emu.base_url, [lead(1)])
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
-    crm_exec(tmp_path, "UPDATE leads SET ai_review_decision='unqualified', ai_score=5, monthly_orders=99999, modified_at='2099-01-01' WHERE id='E001'")
+    crm_exec(tmp_path, "UPDATE leads SET ai_review_decision='unqualified', ai_score=5, monthly_orders=99999, modified_at=? WHERE id='E001'", (stamp(),))
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
     assert crm_rows(tmp_path)["E001"]["ai_score"] == 5
     assert emu.request_count() == 1

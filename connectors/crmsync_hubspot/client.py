@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import urllib3
@@ -14,7 +17,7 @@ from hubspot import HubSpot
 from hubspot.crm.objects import ApiException as ObjectsApiException
 from hubspot.crm.properties import ApiException as PropertiesApiException
 
-from crmsync import ApiBudgetExhausted, FatalConnectorError, RetriableConnectorError
+from crmsync import ApiBudgetExhausted, ConfigError, FatalConnectorError, RetriableConnectorError, redact, register_secret
 
 from .config import HubSpotOptions
 from .limiter import CallBudget, Clock
@@ -43,6 +46,48 @@ class HubSpotRequestError(FatalConnectorError):
         self.status = status
         self.category = category
         self.body = body or {}
+
+
+class HubSpotTLSError(FatalConnectorError):
+    """The server's certificate failed verification: retrying cannot help; a person must fix the trust."""
+
+
+def resolve_ca_bundle(options: HubSpotOptions, base_dir: Path) -> str | None:
+    """The CA file the SDK's urllib3 pool must trust, or None for the system's CAs (which honour SSL_CERT_FILE).
+
+    The SDK ignores REQUESTS_CA_BUNDLE; we honour it (then CURL_CA_BUNDLE) as requests does, so one environment
+    file serves both the HubSpot and the Salesforce connector behind a TLS-inspecting proxy.
+    """
+    for where, value in (("[crm.options] ca_bundle", options.ca_bundle),
+                         ("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE")),
+                         ("CURL_CA_BUNDLE", os.environ.get("CURL_CA_BUNDLE"))):
+        if not value:
+            continue
+        p = Path(value).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        if not p.is_file():
+            raise ConfigError(f"HubSpot: {where} names {p}, which is not a readable file. Point it at the PEM file of "
+                              "the CA to trust (a TLS-inspecting proxy's CA), or remove it to trust the system's CAs.")
+        return str(p)
+    return None
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """Why certificate verification failed, if that is what ``exc`` (or what it wraps) is; else None."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return str(e.verify_message or e.reason or e)
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+    text = str(getattr(exc, "reason", "") or exc)  # the SDK's ApiException(status=0, reason="SSLError\n...")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip(" )\n") or "certificate verify failed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,9 +123,13 @@ class HubSpotClient:
     token: str = field(repr=False)
     clock: Clock
     calls: Counter[str] = field(default_factory=Counter)
+    ca_bundle: str | None = None  # see resolve_ca_bundle
 
     def __post_init__(self) -> None:
-        hs = HubSpot(access_token=self.token, host=self.options.host, retry=NO_SDK_RETRY)
+        register_secret(self.token)  # masked wherever crmsync prints or stores text, however this client was built
+        # ssl_ca_cert is set on every generated Configuration and reaches each urllib3 pool (API-NOTES 2.1).
+        extra = {"ssl_ca_cert": self.ca_bundle} if self.ca_bundle else {}
+        hs = HubSpot(access_token=self.token, host=self.options.host, retry=NO_SDK_RETRY, **extra)
         # Each discovery property builds a new ApiClient (and connection pool): build each once.
         self._search_api = hs.crm.objects.search_api
         self._batch_api = hs.crm.objects.batch_api
@@ -94,6 +143,10 @@ class HubSpotClient:
     # -- endpoints ----------------------------------------------------------------------------------
     def search(self, body: dict[str, Any]) -> Any:
         return self._call("search", self._search_api.do_search, self.options.object_type, body, search=True)
+
+    def batch_read(self, ids: list[str], properties: list[str]) -> Any:
+        body = {"inputs": [{"id": i} for i in ids], "properties": properties, "propertiesWithHistory": []}
+        return self._call("batch_read", self._batch_api.read, self.options.object_type, body)
 
     def batch_update(self, inputs: list[dict[str, Any]]) -> Any:
         return self._call("batch_update", self._batch_api.update, self.options.object_type, {"inputs": inputs})
@@ -119,10 +172,15 @@ class HubSpotClient:
             self.calls[kind] += 1
             try:
                 return fn(*args, _request_timeout=self.options.request_timeout_s)
-            except API_ERRORS as exc:
-                decision = self.decide(kind, exc, attempt)
-            except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out
-                decision = Decision(f"{type(exc).__name__}", delay=self._backoff(attempt))
+            except (*API_ERRORS, urllib3.exceptions.HTTPError) as exc:
+                if (why := tls_failure(exc)) is not None:  # a certificate does not fix itself: never retried
+                    raise HubSpotTLSError(redact(
+                        f"HubSpot: TLS certificate verification failed for {self.options.host}: {why}. If a proxy "
+                        "inspects TLS, set [crm.options] ca_bundle to its CA file.")) from None
+                if isinstance(exc, API_ERRORS):
+                    decision = self.decide(kind, exc, attempt)
+                else:  # refused, reset, timed out
+                    decision = Decision(f"{type(exc).__name__}", delay=self._backoff(attempt))
             if decision.error is not None:
                 raise decision.error
             last = decision.reason
@@ -164,4 +222,4 @@ class HubSpotClient:
             f"HubSpot {kind}: {status} {category}: {message}", status=status, category=category, body=body))
 
     def redact(self, text: str) -> str:
-        return text.replace(self.token, "[redacted]") if self.token else text
+        return redact(text)  # the token was registered by require_env

@@ -1,19 +1,25 @@
 """``[crm.options]`` for HubSpot. The access token is read from the environment, never from the file."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from crmsync import ConnectorOptions
+from crmsync import ConnectorOptions, EnvVarName
 
 #: objectTypeId of HubSpot's Leads object; "leads" is its name in URLs.
 LEADS_OBJECT = "0-136"
 
 
 class HubSpotOptions(ConnectorOptions):
-    access_token_env: str = Field(
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    access_token_env: EnvVarName = Field(
         "HUBSPOT_ACCESS_TOKEN", description="environment variable holding the private app access token"
     )
-    host: str = Field("https://api.hubapi.com", description="API host; override for a proxy or a local emulator")
+    host: str = Field("https://api.hubapi.com", description="API host, https only; override for a proxy or a local emulator")
+    ca_bundle: str | None = Field(
+        None, description="PEM CA bundle to trust (TLS-inspecting proxies), relative to the config file; "
+        "default: $REQUESTS_CA_BUNDLE, else $CURL_CA_BUNDLE, else the system's CAs (which honour $SSL_CERT_FILE)",
+    )
     object_type: str = Field("contacts", description='"contacts", or "leads" / "0-136" for the Leads object')
     search_per_second: int = Field(4, ge=1, le=5, description="our share of search's 5 requests/s per account")
     burst_per_10s: int = Field(90, ge=1, description="our share of the app's per-10-second limit (100 on Free/Starter)")
@@ -50,9 +56,11 @@ class HubSpotOptions(ConnectorOptions):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        v = v.rstrip("/")
-        if not v.startswith(("https://", "http://")):
-            raise ValueError(f"host must start with https:// (got {v!r})")
+        # The bearer token rides on every request: plain http is refused, loopback included (a local proxy can
+        # still listen on https with its own CA, given as ca_bundle).
+        v = v.strip().rstrip("/")
+        if not v.lower().startswith("https://") or len(v) <= len("https://"):
+            raise ValueError("must start with https:// (the access token is sent with every request and must never travel in clear text, not even to 127.0.0.1)")
         return v
 
     @property

@@ -1,12 +1,14 @@
 """HubSpot CRM v3: fetch with keyset-paged search, write with batch update, check and create properties."""
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from crmsync import (
+    Bookmark,
     Connector,
     ConnectorContext,
     CrmLead,
@@ -19,7 +21,7 @@ from crmsync import (
     require_env,
 )
 
-from .client import HubSpotClient, HubSpotRequestError
+from .client import HubSpotClient, HubSpotRequestError, HubSpotTLSError, resolve_ca_bundle
 from .config import HubSpotOptions
 from .limiter import Clock, SystemClock
 from .properties import FIELD_FIX, definitions, type_problem
@@ -64,6 +66,10 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _epoch_ms(when: datetime) -> int:
+    return round(when.timestamp() * 1000)
+
+
 def _filled(value: Any) -> bool:
     return value not in (None, "")
 
@@ -71,11 +77,14 @@ def _filled(value: Any) -> bool:
 class HubSpotConnector(Connector):
     Options = HubSpotOptions
     options: HubSpotOptions
+    write_batch = BATCH
+    read_batch = BATCH
 
     def __init__(self, options: HubSpotOptions, context: ConnectorContext, *, clock: Clock | None = None) -> None:
         super().__init__(options, context)
+        self._batch_read = True  # POST .../batch/read; a search by id where it is refused
         token = require_env(options.access_token_env, "[crm] type = hubspot")
-        self.client = HubSpotClient(options, token, clock or SystemClock())
+        self.client = HubSpotClient(options, token, clock or SystemClock(), ca_bundle=resolve_ca_bundle(options, context.base_dir))
 
     # -- fetch --------------------------------------------------------------------------------------
     def _stage_variants(self, skip: list[str]) -> list[list[dict[str, Any]]]:
@@ -92,51 +101,159 @@ class HubSpotConnector(Connector):
     def _read_properties(self) -> list[str]:
         o = self.options
         wanted = [*self.fields.inputs.values(), self.fields.outputs.score, o.stage_property, o.modified_property, "hs_object_id"]
-        if self.fields.review_decision:
-            wanted.append(self.fields.review_decision)
-        if o.disqualified_property:
-            wanted.append(o.disqualified_property)
+        wanted += [p for p in (self.fields.review_decision, self.fields.outputs.input_hash, o.disqualified_property) if p]
         return list(dict.fromkeys(wanted))
 
-    def _search(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int]) -> Iterator[Any]:
-        """Every match once, in hs_object_id order. Each page is a fresh query with ``hs_object_id GT`` the last
-        id seen (keyset paging), so search's 10,000-result cap never applies."""
-        last_id = 0
-        while True:
-            keyset = {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}
-            body = {
-                "filterGroups": [{"filters": [*g, keyset]} for g in groups],
-                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                "properties": properties,
-                "limit": max(1, min(SEARCH_PAGE, page_size())),
-            }
-            page = self.client.search(body)
-            results = page.results or []
-            for record in results:
-                last_id = max(last_id, int(record.id))
-                yield record
-            if not results or page.paging is None or page.paging.next is None:
-                return
+    def _search(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int],
+                after_id: int = 0) -> Iterator[Any]:
+        """Every match once, in hs_object_id order (see ``_search_counted``)."""
+        for record, _ in self._search_counted(groups, properties, page_size, after_id):
+            yield record
 
-    def fetch(self, since: datetime | None, limit: int) -> Iterator[CrmLead]:
+    def _open(self, record: Any) -> bool:
+        skip = {s.lower() for s in self.options.skip_lifecycle_stages}
+        return str((record.properties or {}).get(self.options.stage_property) or "").lower() not in skip
+
+    def fetch_unscored(self, after_id: str | None, limit: int) -> Iterator[CrmLead]:
         if limit <= 0:
             return
-        o = self.options
-        variants = self._stage_variants(o.skip_lifecycle_stages)
-        groups = [[{"propertyName": self.fields.outputs.score, "operator": "NOT_HAS_PROPERTY"}, *v] for v in variants]
-        if since is not None:
-            ms = int(since.timestamp() * 1000)
-            groups += [[{"propertyName": o.modified_property, "operator": "GT", "value": str(ms)}, *v] for v in variants]
-        skip = {s.lower() for s in o.skip_lifecycle_stages}
+        empty = [{"propertyName": self.fields.outputs.score, "operator": "NOT_HAS_PROPERTY"}]
+        if self.fields.review_decision:
+            empty.append({"propertyName": self.fields.review_decision, "operator": "NOT_HAS_PROPERTY"})
+        groups = [[*empty, *v] for v in self._stage_variants(self.options.skip_lifecycle_stages)]
         seen: set[str] = set()
-        for record in self._search(groups, self._read_properties(), lambda: limit - len(seen)):
-            props = record.properties or {}
-            if record.id in seen or str(props.get(o.stage_property) or "").lower() in skip:
+        start = int(after_id) if after_id and after_id.isdigit() else 0
+        for record in self._search(groups, self._read_properties(), lambda: limit - len(seen), start):
+            if record.id in seen or not self._open(record):
                 continue
             seen.add(record.id)
             yield self._lead(record)
             if len(seen) >= limit:
                 return
+
+    def fetch_changed(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
+        """The changes after the bookmark, up to ``until``. When they all fit in ``limit`` (search's ``total`` says
+        so) they are read in hs_object_id order, keyset-paged: ⌈changes/200⌉ searches. Otherwise by time (see
+        ``_changed_by_time``), so that a partial read leaves a bookmark nothing slips past."""
+        prop = self.options.modified_property
+        at, last_id = _epoch_ms(after.modified_at), int(after.lead_id) if after.lead_id.isdigit() else 0
+        variants = self._stage_variants(self.options.skip_lifecycle_stages)
+        groups = [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
+                   {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants]
+        groups += [[{"propertyName": prop, "operator": "GT", "value": str(at)},
+                    {"propertyName": prop, "operator": "LTE", "value": str(_epoch_ms(until))}, *v] for v in variants]
+        pages = self._search_counted(groups, self._read_properties(), lambda: min(SEARCH_PAGE, limit))
+        first = next(pages, None)
+        if first is None:
+            return  # nothing changed
+        if first[1] is None or first[1] > limit:  # more than this cycle takes: read by time instead
+            pages.close()
+            yield from self._changed_by_time(after, until, limit)
+            return
+        for record, _ in itertools.chain([first], pages):
+            if self._open(record):
+                yield self._lead(record)
+
+    def _search_counted(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int],
+                        after_id: int = 0) -> Iterator[tuple[Any, int | None]]:
+        """Every match once, in hs_object_id order, each with the first page's ``total``. Each page is a fresh query
+        with ``hs_object_id GT`` the last id seen (keyset paging), so search's 10,000-result cap never applies."""
+        last_id, total, first = after_id, None, True
+        while True:
+            keyset = {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}
+            body = {"filterGroups": [{"filters": [*g, keyset]} for g in groups],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": properties, "limit": max(1, min(SEARCH_PAGE, page_size()))}
+            page = self.client.search(body)
+            if first:
+                total, first = getattr(page, "total", None), False
+            results = page.results or []
+            for record in results:
+                last_id = max(last_id, int(record.id))
+                yield record, total
+            if not results or page.paging is None or page.paging.next is None:
+                return
+
+    def _changed_by_time(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
+        """Search sorts by one property only, so ties (records modified in one millisecond, a bulk import) are
+        handled here: each query asks for the rest of the bookmark's millisecond (by id) OR later ones, a page is
+        ordered by (time, id) locally, and a full page's trailing millisecond is left for the next query, which
+        starts after the last complete millisecond. A page that is one millisecond only is read by id instead."""
+        prop, left = self.options.modified_property, limit
+        at, last_id = _epoch_ms(after.modified_at), int(after.lead_id) if after.lead_id.isdigit() else 0
+        end = _epoch_ms(until)
+        variants = self._stage_variants(self.options.skip_lifecycle_stages)
+        props = self._read_properties()
+        while left > 0:
+            size = min(SEARCH_PAGE, left)
+            groups = [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
+                       {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants]
+            groups += [[{"propertyName": prop, "operator": "GT", "value": str(at)},
+                        {"propertyName": prop, "operator": "LTE", "value": str(end)}, *v] for v in variants]
+            body = {"filterGroups": [{"filters": g} for g in groups], "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
+                    "properties": props, "limit": size}
+            records = sorted(self.client.search(body).results or [], key=lambda r: (self._ms(r), int(r.id)))
+            if not records:
+                return
+            full, tail = len(records) >= size, self._ms(records[-1])
+            if full and self._ms(records[0]) == tail:  # one millisecond fills the page: read it by id (keyset)
+                ties = [[{"propertyName": prop, "operator": "EQ", "value": str(tail)}, *v] for v in variants]
+                moved = False
+                for record in self._search(ties, props, lambda: left, last_id if tail == at else 0):
+                    at, last_id, moved = tail, int(record.id), True
+                    if self._open(record):
+                        left -= 1
+                        yield self._lead(record)
+                        if left <= 0:
+                            return
+                if not moved:
+                    return  # the index changed under us: the next cycle starts from the bookmark again
+                continue
+            for record in records:
+                if full and self._ms(record) == tail:
+                    break  # this millisecond may go on past the page: the next query starts before it
+                at, last_id = self._ms(record), int(record.id)
+                if self._open(record):
+                    left -= 1
+                    yield self._lead(record)
+                    if left <= 0:
+                        return
+            if not full:
+                return
+
+    def _ms(self, record: Any) -> int:
+        when = _parse_time((record.properties or {}).get(self.options.modified_property)) or getattr(record, "updated_at", None)
+        return _epoch_ms(when) if when else 0
+
+    def _read(self, ids: Sequence[str], properties: list[str]) -> Iterator[Any]:
+        """Records by id: batch read, 100 a call (missing ids come back as errors, 207, and are left out). Where
+        batch read is refused as unknown (404/405), a search on ``hs_object_id IN`` does the same job."""
+        for start in range(0, len(ids), BATCH):
+            chunk = [str(i) for i in ids[start : start + BATCH]]
+            if self._batch_read:
+                try:
+                    yield from self.client.batch_read(chunk, properties).results or []
+                    continue
+                except HubSpotRequestError as exc:
+                    if exc.status not in (404, 405):
+                        raise
+                    log.warning("HubSpot batch read is not available (%s); reading by search instead", exc)
+                    self._batch_read = False
+            group = [[{"propertyName": "hs_object_id", "operator": "IN", "values": chunk}]]
+            yield from self._search(group, properties, lambda: SEARCH_PAGE)
+
+    def fetch_ids(self, ids: Sequence[str]) -> Iterator[CrmLead]:
+        yield from (self._lead(r) for r in self._read(ids, self._read_properties()))
+
+    def read_decisions(self, ids: Sequence[str]) -> dict[str, str | None]:
+        decision = self.fields.review_decision
+        if not decision or not ids:
+            return {}
+        out: dict[str, str | None] = {}
+        for r in self._read(ids, [decision]):
+            value = (r.properties or {}).get(decision)
+            out[str(r.id)] = str(value) if _filled(value) else None
+        return out
 
     def _inputs(self, props: dict[str, Any]) -> dict[str, Any]:
         return {name: props.get(prop) for name, prop in self.fields.inputs.items()}
@@ -144,10 +261,12 @@ class HubSpotConnector(Connector):
     def _lead(self, record: Any) -> CrmLead:
         props = record.properties or {}
         decision = props.get(self.fields.review_decision) if self.fields.review_decision else None
+        hash_prop = self.fields.outputs.input_hash
         return CrmLead(
             id=str(record.id),
             inputs=self._inputs(props),
             has_score=_filled(props.get(self.fields.outputs.score)),
+            input_hash=(props.get(hash_prop) or None) if hash_prop else None,
             review_decision=str(decision) if _filled(decision) else None,
             modified_at=_parse_time(props.get(self.options.modified_property)) or getattr(record, "updated_at", None),
         )
@@ -219,6 +338,9 @@ class HubSpotConnector(Connector):
         where_token = f"crm.options.access_token_env ({self.options.access_token_env})"
         try:
             props = {p.name: p for p in self.client.properties()}
+        except HubSpotTLSError as exc:
+            return [Problem(where="crm.options.ca_bundle", message=str(exc),
+                            fix="set [crm.options] ca_bundle to the PEM file of the CA that signed the certificate (your proxy's CA), then run `crmsync check` again")]
         except RetriableConnectorError as exc:
             return [Problem(where="crm.options.host", message=str(exc), fix=f"check that {self.options.host} is reachable, then run `crmsync check` again")]
         except FatalConnectorError as exc:
@@ -240,6 +362,13 @@ class HubSpotConnector(Connector):
         except (FatalConnectorError, RetriableConnectorError) as exc:
             problems.append(Problem(where="crm.options.object_type", message=str(exc), fix="grant the read scope for this object, or check that the object is set up in the portal"))
         return problems
+
+    def output_options(self) -> dict[str, list[str]]:
+        """Mapped outputs (and the review decision) that are enumerations (dropdowns): the option values each
+        allows. `crmsync check` compares them with every value crmsync may write (HubSpot rejects others)."""
+        props = {p.name: p for p in self.client.properties()}
+        return {name: [str(o.value) for o in (props[prop].options or [])] for name, prop in self._mapped_outputs().items()
+                if prop in props and props[prop].type == "enumeration"}
 
     def create_fields(self) -> list[str]:
         created: list[str] = []

@@ -15,6 +15,7 @@ DEFINITIONS: dict[str, tuple[str, str, str, str]] = {
     "scored_at": ("datetime", "date", "AI scored at", "When crmsync last scored this record."),
     "rubric_version": ("string", "text", "AI rubric version", "Version of the scoring rubric used."),
     "model": ("string", "text", "AI model", "Model that produced the score."),
+    "input_hash": ("string", "text", "AI input hash", "Fingerprint of the inputs the AI score was made from (crmsync ledger rebuild)."),
     "review_decision": ("enumeration", "select", "AI review decision", "A reviewer's verdict; crmsync never overwrites a reviewed record."),
 }
 
@@ -28,6 +29,7 @@ FITTING: dict[str, set[str]] = {
     "scored_at": {"datetime"},
     "rubric_version": {"string", "enumeration"},
     "model": {"string", "enumeration"},
+    "input_hash": {"string"},
     "review_decision": {"string", "enumeration"},
 }
 

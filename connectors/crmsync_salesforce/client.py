@@ -23,7 +23,7 @@ from simple_salesforce.exceptions import (
 )
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from crmsync import ApiBudgetExhausted, FatalConnectorError, RetriableConnectorError, require_env
+from crmsync import ApiBudgetExhausted, FatalConnectorError, RetriableConnectorError, redact, require_env
 
 from .config import AccessTokenAuth, ClientCredentialsAuth, JwtAuth, PasswordAuth, SalesforceOptions
 
@@ -87,20 +87,14 @@ class SalesforceClient:
         self.options = options
         self.base_dir = base_dir
         self.session = session
-        self._secrets: list[str] = []
         self.sf = self._login()
 
     # -- auth ---------------------------------------------------------------------------------------
     def _secret(self, env: str) -> str:
-        value = require_env(env, "[crm.options.auth] (Salesforce)")
-        self._secrets.append(value)
-        return value
+        return require_env(env, "[crm.options.auth] (Salesforce)")  # registered for crmsync.redact
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text)
 
     def _login(self) -> Salesforce:
         o, auth = self.options, self.options.auth

@@ -1,37 +1,24 @@
 """``[crm.options]`` for Salesforce: one small auth class per mode, secrets only as environment variable names."""
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crmsync import ConnectorOptions
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from crmsync import ConnectorOptions, EnvVarName
 
 
 class _Auth(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _env_names(cls, data: Any) -> Any:
-        # Checked on the whole table so a pasted secret is never echoed back in the validation error.
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if key.endswith("_env") and value is not None and not (isinstance(value, str) and _ENV_NAME.fullmatch(value)):
-                    raise ValueError(f"`{key}` must be the NAME of an environment variable (e.g. SF_PASSWORD), not the secret itself")
-        return data
+    # Every *_env key is an EnvVarName: a pasted secret is refused and never echoed (crmsync.masking).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class ClientCredentialsAuth(_Auth):
     """OAuth 2.0 client credentials: a connected app with a "Run As" integration user. Needs a My Domain."""
 
     mode: Literal["client_credentials"]
-    consumer_key_env: str = Field("SF_CONSUMER_KEY", description="env var holding the connected app's consumer key")
-    consumer_secret_env: str = Field("SF_CONSUMER_SECRET", description="env var holding its consumer secret")
+    consumer_key_env: EnvVarName = Field("SF_CONSUMER_KEY", description="env var holding the connected app's consumer key")
+    consumer_secret_env: EnvVarName = Field("SF_CONSUMER_SECRET", description="env var holding its consumer secret")
 
 
 class JwtAuth(_Auth):
@@ -39,9 +26,9 @@ class JwtAuth(_Auth):
 
     mode: Literal["jwt"]
     username: str = Field(description="the integration user's username")
-    consumer_key_env: str = "SF_CONSUMER_KEY"
+    consumer_key_env: EnvVarName = "SF_CONSUMER_KEY"
     private_key_file: str | None = Field(None, description="PEM private key file (relative to the config file)")
-    private_key_env: str | None = Field("SF_PRIVATE_KEY", description="env var holding the PEM key, if no file")
+    private_key_env: EnvVarName | None = Field("SF_PRIVATE_KEY", description="env var holding the PEM key, if no file")
 
 
 class PasswordAuth(_Auth):
@@ -49,21 +36,23 @@ class PasswordAuth(_Auth):
 
     mode: Literal["password"]
     username: str
-    password_env: str = "SF_PASSWORD"
-    security_token_env: str | None = Field("SF_SECURITY_TOKEN", description="None for IP-allowlisted users")
+    password_env: EnvVarName = "SF_PASSWORD"
+    security_token_env: EnvVarName | None = Field("SF_SECURITY_TOKEN", description="None for IP-allowlisted users")
 
 
 class AccessTokenAuth(_Auth):
     """A ready access token and its instance URL (e.g. from `sf org display`). Cannot be renewed by crmsync."""
 
     mode: Literal["access_token"]
-    access_token_env: str = "SF_ACCESS_TOKEN"
+    access_token_env: EnvVarName = "SF_ACCESS_TOKEN"
 
 
 AuthConfig = Annotated[ClientCredentialsAuth | JwtAuth | PasswordAuth | AccessTokenAuth, Field(discriminator="mode")]
 
 
 class SalesforceOptions(ConnectorOptions):
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     auth: AuthConfig
     object: str = Field("Lead", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="sObject to score: Lead or Contact")
     domain: str = Field("login", pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$", description="login, test (sandbox) or a My Domain such as acme.my")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import requests
 
 from crmsync import (
+    Bookmark,
     ConnectorContext,
     ConnectorError,
     Connector,
@@ -28,7 +29,8 @@ from .config import SalesforceOptions
 
 log = logging.getLogger("crmsync.salesforce")
 
-BATCH = 200  # sObject Collections: at most 200 records per call
+BATCH = 200  # sObject Collections: at most 200 records per update call (2,000 per retrieve)
+SOQL_IDS = 300  # ids per `Id IN (...)` query when sObject Collections retrieve is unavailable (old API versions)
 RETRYABLE_CODES = {"UNABLE_TO_LOCK_ROW"}
 DECISIONS = ("qualified", "unqualified")
 
@@ -51,6 +53,8 @@ class SalesforceConnector(Connector):
 
     Options = SalesforceOptions
     options: SalesforceOptions
+    write_batch = BATCH
+    read_batch = 2000
 
     def __init__(self, options: SalesforceOptions, context: ConnectorContext, *, session: requests.Session | None = None) -> None:
         super().__init__(options, context)
@@ -60,6 +64,7 @@ class SalesforceConnector(Connector):
         self.session = session if session is not None else make_session(options, context.base_dir)
         self._client: SalesforceClient | None = None
         self._described: dict[str, dict[str, Any]] | None = None
+        self._collections_retrieve = True  # POST composite/sobjects/<object> (API 42.0+); SOQL if refused
 
     # -- plumbing -----------------------------------------------------------------------------------
     @property
@@ -107,32 +112,106 @@ class SalesforceConnector(Connector):
             page = c.call(lambda: c.sf.query_more(url, identifier_is_url=True, headers=headers), "query_more")
 
     # -- fetch --------------------------------------------------------------------------------------
-    def fetch(self, since: datetime | None, limit: int) -> Iterator[CrmLead]:
-        score, decision = self.fields.outputs.score, self.fields.review_decision
-        cols = ["Id", "LastModifiedDate", score, *filter(None, [decision]), *self.fields.inputs.values()]
+    def _read_columns(self) -> list[str]:
+        f = self.fields
+        return ["Id", "LastModifiedDate", f.outputs.score, *filter(None, [f.review_decision, f.outputs.input_hash]), *f.inputs.values()]
+
+    def _open(self) -> str:
+        """The filter every read shares: converted leads are never fetched."""
+        return " AND IsConverted = false" if self.is_lead and self.options.skip_converted else ""
+
+    def fetch_unscored(self, after_id: str | None, limit: int) -> Iterator[CrmLead]:
+        if limit <= 0:
+            return
+        cols = self._read_columns()
         self._require(cols)
         self.client.ensure_budget()
-        # `score = null` stays in the filter: our own writes bump LastModifiedDate, so `since` is only an optimisation.
-        where = f"{score} = null"
-        if since is not None:
-            where = f"({where} OR LastModifiedDate > {soql.datetime_literal(since)})"
-        if self.is_lead and self.options.skip_converted:
-            where += " AND IsConverted = false"
-        q = soql.select(self.options.object, cols, where, order_by=["CreatedDate", "Id"], limit=limit)
+        where = f"{self.fields.outputs.score} = null"
+        if self.fields.review_decision:
+            where += f" AND {self.fields.review_decision} = null"
+        if after_id:
+            where += f" AND Id > {soql.string_literal(after_id)}"
+        q = soql.select(self.options.object, cols, where + self._open(), order_by=["Id"], limit=limit)
         for n, rec in enumerate(self._query(q), 1):
             yield self._lead(rec)
             if n >= limit:
                 return
+
+    def fetch_changed(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
+        if limit <= 0:
+            return
+        cols = self._read_columns()
+        self._require(cols)
+        self.client.ensure_budget()
+        # SOQL datetime literals have whole seconds: select from the bookmark's second on and drop, here, what
+        # lies at or before the bookmark itself (a few records of that second at most).
+        at = soql.datetime_literal(after.modified_at)
+        where = f"LastModifiedDate >= {at}"
+        if after.lead_id:
+            where = f"(LastModifiedDate > {at} OR (LastModifiedDate = {at} AND Id > {soql.string_literal(after.lead_id)}))"
+        ceiling = until.replace(microsecond=0) + timedelta(seconds=1) if until.microsecond else until
+        where += f" AND LastModifiedDate <= {soql.datetime_literal(ceiling)}"
+        q = soql.select(self.options.object, cols, where + self._open(), order_by=["LastModifiedDate", "Id"], limit=limit)
+        n = 0
+        for rec in self._query(q):
+            lead = self._lead(rec)
+            if not after.before(lead) or (lead.modified_at and lead.modified_at > until):
+                continue
+            yield lead
+            n += 1
+            if n >= limit:
+                return
+
+    def _retrieve(self, ids: Sequence[str], cols: list[str]) -> list[dict[str, Any]]:
+        """sObject Collections retrieve: up to 2,000 records by id in one call (POST, so no URL length limit).
+        Ids that no longer exist (or cannot be seen) come back as null and are left out."""
+        self._require(cols)
+        self.client.ensure_budget()
+        c, out = self.client, []
+        for start in range(0, len(ids), self.read_batch):
+            chunk = list(ids[start : start + self.read_batch])
+            if self._collections_retrieve:
+                body = {"ids": chunk, "fields": cols}
+                try:
+                    records = c.call(lambda: c.sf.restful(f"composite/sobjects/{self.options.object}", method="POST", json=body), "retrieve")
+                    out.extend(r for r in records or [] if r)
+                    continue
+                except FatalConnectorError as exc:
+                    if not any(code in str(exc) for code in ("HTTP 404", "HTTP 405")):
+                        raise
+                    log.warning("sObject Collections retrieve is not available here (%s); reading by SOQL instead", exc)
+                    self._collections_retrieve = False
+            for i in range(0, len(chunk), SOQL_IDS):  # a GET URL holds about 800 ids; stay well below
+                where = f"Id IN ({', '.join(soql.string_literal(x) for x in chunk[i : i + SOQL_IDS])})"
+                out.extend(self._query(soql.select(self.options.object, cols, where)))
+        return out
+
+    def fetch_ids(self, ids: Sequence[str]) -> Iterator[CrmLead]:
+        if ids:
+            yield from (self._lead(rec) for rec in self._retrieve(ids, self._read_columns()))
+
+    def read_decisions(self, ids: Sequence[str]) -> dict[str, str | None]:
+        decision = self.fields.review_decision
+        if not decision or not ids:
+            return {}
+        return {rec["Id"]: (str(rec[decision]) if rec.get(decision) not in (None, "") else None)
+                for rec in self._retrieve(ids, ["Id", decision])}
+
+    def can_spend(self) -> bool:
+        usage = self._client.usage() if self._client is not None else None  # the last Sforce-Limit-Info: no call
+        return usage is None or usage[0] < self.options.max_api_share * usage[1]
 
     def _inputs(self, rec: dict[str, Any]) -> dict[str, Any]:
         return {name: rec.get(api) for name, api in self.fields.inputs.items()}
 
     def _lead(self, rec: dict[str, Any]) -> CrmLead:
         decision = rec.get(self.fields.review_decision) if self.fields.review_decision else None
+        hash_field = self.fields.outputs.input_hash
         return CrmLead(
             id=rec["Id"],
             inputs=self._inputs(rec),
             has_score=rec.get(self.fields.outputs.score) is not None,
+            input_hash=(rec.get(hash_field) or None) if hash_field else None,
             review_decision=str(decision) if decision not in (None, "") else None,
             modified_at=_parse_sf_datetime(rec.get("LastModifiedDate")),
         )
@@ -203,6 +282,16 @@ class SalesforceConnector(Connector):
                 fix="Wait for usage to drop (rolling 24 h), or raise max_api_share if other integrations can spare it",
             ))
         return problems
+
+    def output_options(self) -> dict[str, list[str]]:
+        """Mapped outputs (and the review decision) that are restricted picklists: the active values each allows.
+        `crmsync check` compares them with every value crmsync may write (Salesforce rejects others with
+        INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST; an unrestricted picklist takes any value through the API)."""
+        described = self.describe()
+        mapped = {**self._outputs(), **({"review_decision": self.fields.review_decision} if self.fields.review_decision else {})}
+        return {name: [str(v.get("value")) for v in described[api].get("picklistValues") or [] if v.get("active", True)]
+                for name, api in mapped.items()
+                if api in described and described[api].get("type") == "picklist" and described[api].get("restrictedPicklist")}
 
     def create_fields(self) -> list[str]:
         """Not automated on purpose (see the package docstring): prints the exact Setup steps instead."""

@@ -15,6 +15,7 @@ OUTPUT_SPECS: dict[str, tuple[set[str], str, str, str]] = {
     "scored_at": ({"datetime"}, "Date/Time", "(no options)", "AI Scored At"),
     "rubric_version": ({"string", "picklist"}, "Text", "Length 40", "AI Rubric Version"),
     "model": ({"string", "picklist"}, "Text", "Length 100", "AI Model"),
+    "input_hash": ({"string"}, "Text", "Length 40", "AI Input Hash"),
 }
 DECISION_SPEC = ({"picklist", "string"}, "Picklist", "Values: qualified, unqualified (one per line)", "AI Review Decision")
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..console import config_option as _config_option
-from ..console import err, load_for_command, open_ledger, out
+from ..console import err, hold_state_dir, load_for_command, open_ledger, out
 
 # chat-jsonl export: the assistant's answer for a label. A label says qualified or not, not a score, so we
 # use the middle of the score range the label implies under the rubric's tiers (see assistant_answer).
@@ -142,6 +142,7 @@ def register(cli_group: click.Group) -> None:
 
         out, err = _consoles()
         config = _load(config_path)
+        hold_state_dir(config, "labels pull")
         connector = build_connector(config)
         ledger = _ledger(config)
         seen = changed = 0
@@ -188,7 +189,7 @@ def register(cli_group: click.Group) -> None:
             with open(output_path, "w", encoding="utf-8") as fh:
                 for lab in labs:
                     inputs = {k: lab["inputs"].get(k) for k in mapping if lab["inputs"].get(k) not in (None, "")}
-                    prompt = build_prompt(rubric, Lead(id=lab["lead_id"], inputs=inputs))
+                    prompt = build_prompt(rubric, Lead(id=lab["lead_id"], inputs=inputs), config.scoring.max_input_chars)
                     answer = assistant_answer(rubric, config.eval.qualified_tiers, lab["outcome"], lab["source"], lab["inputs"])
                     fh.write(json.dumps({"messages": [
                         {"role": "system", "content": prompt.system},

@@ -7,18 +7,19 @@ from typing import Any
 import anthropic
 
 from ..config import AnthropicProviderConfig, require_env
-from ..errors import InvalidAnswer, ProviderUnavailable
+from ..errors import InvalidAnswer
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, repair_turns, status_error, validate_answer
+from .base import Prompt, Provider, Repair, Reply, connection_error, pacing_options, repair_turns, status_error, validate_answer
+from .pacing import RateSignal, header_int, header_str, seconds_until
 
 TOOL = "record_lead_score"
 
 
 class AnthropicProvider(Provider):
     def __init__(self, name: str, cfg: AnthropicProviderConfig, **kw: Any) -> None:
-        super().__init__(name, cfg.model, max_retries=cfg.max_retries, max_retry_after_s=cfg.max_retry_after_s, **kw)
+        super().__init__(name, cfg.model, **pacing_options(cfg), **kw)
         self.cfg = cfg
-        # max_retries=0: the SDK would sleep any Retry-After (up to ~49 days); base.with_retries caps it.
+        # max_retries=0: the SDK would sleep any Retry-After (up to ~49 days); Provider.score caps it.
         self.client = anthropic.Anthropic(
             api_key=require_env(cfg.api_key_env, f"provider {name!r}"),
             base_url=cfg.base_url,
@@ -43,11 +44,15 @@ class AnthropicProvider(Provider):
         else:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": self.schema}}
         try:
-            msg = self.client.messages.create(**kwargs)
+            # with_raw_response: the same call, plus the response's headers (the rate-limit signals).
+            response = self.client.messages.with_raw_response.create(**kwargs)
         except anthropic.APIConnectionError as exc:
-            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
+            raise connection_error(self.name, exc) from None
         except anthropic.APIStatusError as exc:
-            raise status_error(self.name, exc.status_code, exc.message, exc.response.headers) from None
+            self.pacer.observe(rate_signal(exc.response.headers))
+            raise status_error(self.name, exc.status_code, server_message(exc), exc.response.headers) from None
+        self.pacer.observe(rate_signal(response.headers))
+        msg = response.parse()
         usage = _usage(msg.usage)
         raw = ""
         for block in msg.content:
@@ -71,3 +76,25 @@ def _usage(u: Any) -> Usage:
     written = getattr(u, "cache_creation_input_tokens", None) or 0
     # Anthropic's input_tokens is the uncached part only; ours counts all input.
     return Usage(input_tokens=(u.input_tokens or 0) + read + written, cached_input_tokens=read, cache_write_tokens=written, output_tokens=u.output_tokens or 0)
+
+
+def rate_signal(headers: object) -> RateSignal:
+    """Anthropic's anthropic-ratelimit-* headers: limits per minute, resets as RFC 3339 times. The ``tokens``
+    pair is the most restrictive token limit in effect; input tokens when it is absent."""
+    tokens = "tokens" if header_int(headers, "anthropic-ratelimit-tokens-limit") is not None else "input-tokens"
+    return RateSignal(
+        requests_limit=header_int(headers, "anthropic-ratelimit-requests-limit"),
+        requests_remaining=header_int(headers, "anthropic-ratelimit-requests-remaining"),
+        requests_reset_s=seconds_until(header_str(headers, "anthropic-ratelimit-requests-reset")),
+        tokens_limit=header_int(headers, f"anthropic-ratelimit-{tokens}-limit"),
+        tokens_remaining=header_int(headers, f"anthropic-ratelimit-{tokens}-remaining"),
+        tokens_reset_s=seconds_until(header_str(headers, f"anthropic-ratelimit-{tokens}-reset")),
+    )
+
+
+def server_message(exc: anthropic.APIStatusError) -> str:
+    """The server's own words ("Overloaded"), not the SDK's "Error code: 529 - {'type': 'error', ...}"."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else exc.message

@@ -7,6 +7,7 @@ under its ``escalate_below`` (escalation): then the next step scores too. The de
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 
 from ..config import ChainStep, CooldownConfig, PriceConfig, ReviewConfig
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
+from ..masking import redact
 from ..models import Hop, HopOutcome, ModelAnswer, ReviewReason, ScoreResult, ScoreStatus, Usage
 from ..rubric import Rubric
 from .base import Prompt, Provider, Repair, cost_usd
@@ -23,22 +25,36 @@ log = logging.getLogger("crmsync.chain")
 
 @dataclass
 class Cooldowns:
-    """Per-provider pauses after failures. The clock is injected so tests can move time."""
+    """Per-provider pauses after failures. The clock is injected so tests can move time.
+
+    Rate limits (429) do not land here unless they outlast ``max_rate_limit_wait_s``: a rate-limited
+    provider makes its leads wait (providers/pacing.py), it is not paused."""
 
     cfg: CooldownConfig
     clock: Callable[[], float] = time.monotonic
     _until: dict[str, float] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)
     _told: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remaining(self, name: str) -> float:
         return max(0.0, self._until.get(name, 0.0) - self.clock())
 
-    def failed(self, name: str, retry_after: float | None) -> float:
-        n = self._failures.get(name, 0) + 1
-        self._failures[name] = n
-        pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** min(n - 1, 32)))  # no float overflow in long outages
-        self._until[name] = self.clock() + pause
+    def failed(self, name: str, retry_after: float | None, cause: str = "") -> float:
+        """Pause ``name`` (30 s doubling per failure, honouring Retry-After, never beyond ``max_s``); returns the
+        pause. Leads that were in flight when the pause began neither double it nor warn again."""
+        with self._lock:
+            now = self.clock()
+            left = self._until.get(name, 0.0) - now
+            if left > 0:  # already paused: at most honour a longer Retry-After
+                self._until[name] = now + max(left, min(self.cfg.max_s, retry_after or 0.0))
+                return self._until[name] - now
+            n = self._failures.get(name, 0) + 1
+            self._failures[name] = n
+            pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** min(n - 1, 32)))  # no float overflow in long outages
+            self._until[name] = now + pause
+        # once per provider per pause, with the cause: an outage must not hide at DEBUG
+        log.warning("provider %s unavailable, paused %.0fs: %s", name, pause, cause or "no answer")
         return pause
 
     def rejected(self, name: str, message: str) -> None:
@@ -48,7 +64,11 @@ class Cooldowns:
             log.error("provider %s refused the request (configuration error), paused %.0fs: %s", name, self.cfg.rejected_s, message)
 
     def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
+        with self._lock:
+            recovered = self._failures.pop(name, None)
+            self._until.pop(name, None)  # it answered: whatever pause is left is moot
+        if recovered:
+            log.info("provider %s answers again", name)
         self._told.discard(name)
 
 
@@ -76,6 +96,7 @@ class Chain:
         self.cooldowns = cooldowns
         self.prices = prices
         self.repair_attempts = repair_attempts
+        self._last_failure: dict[str, str | None] = {}  # provider → cause of its latest failed call, None once it answers
 
     def score(self, prompt: Prompt, rubric: Rubric, suspicious: bool) -> ScoreResult:
         hops: list[Hop] = []
@@ -94,6 +115,15 @@ class Chain:
             if not self._escalate(i, step, hop):
                 break
         return self._decide(rubric, hops, valid, suspicious)
+
+    def outage_summary(self) -> str | None:
+        """"no provider answered: fast: HTTP 500: ...; strong: ..." when the latest call to every provider of the
+        chain failed (unavailable or refused), else None. For the cycle line and `crmsync score`'s summary."""
+        names = list(dict.fromkeys(step.provider for step in self.steps))
+        causes = [self._last_failure.get(n) for n in names]
+        if not all(causes):
+            return None
+        return redact("no provider answered: " + "; ".join(c for c in causes if c))  # a provider may echo the key
 
     def _escalate(self, i: int, step: ChainStep, hop: Hop) -> bool:
         """The one stop-or-escalate rule: go on when this step was unsure and a next step exists."""
@@ -116,20 +146,24 @@ class Chain:
                     repair = Repair(raw=exc.raw or "", problem=str(exc))
                     continue
                 outcome = HopOutcome.invalid
-                self.cooldowns.succeeded(step.provider)  # it answered: the service is up
+                self._answered(step.provider)  # it answered: the service is up
             except ProviderUnavailable as exc:
-                pause = self.cooldowns.failed(step.provider, exc.retry_after)
+                self._last_failure[step.provider] = str(exc)
+                pause = self.cooldowns.failed(step.provider, exc.retry_after, str(exc))
                 outcome, detail = HopOutcome.unavailable, f"{exc} (paused {pause:.0f}s)"
             except ProviderRejected as exc:
+                self._last_failure[step.provider] = str(exc)
                 self.cooldowns.rejected(step.provider, str(exc))
                 outcome, detail = HopOutcome.rejected, str(exc)
             except Exception as exc:  # a provider bug must not lose the lead: treat as unavailable
                 log.exception("provider %s crashed", step.provider)
-                pause = self.cooldowns.failed(step.provider, None)
+                cause = f"{step.provider}: {type(exc).__name__}: {exc}"
+                self._last_failure[step.provider] = cause
+                pause = self.cooldowns.failed(step.provider, None, cause)
                 outcome, detail = HopOutcome.unavailable, f"{type(exc).__name__}: {exc} (paused {pause:.0f}s)"
             else:
                 usage = usage + reply.usage
-                self.cooldowns.succeeded(step.provider)
+                self._answered(step.provider)
                 outcome = HopOutcome.ok if attempts == 1 else HopOutcome.repaired
             break
         hop = Hop(
@@ -137,7 +171,7 @@ class Chain:
             provider=step.provider,
             model=provider.model,
             outcome=outcome,
-            detail=detail[:500],
+            detail=redact(detail)[:500],  # masked before the cut: a cut must not leave part of a key behind
             latency_s=round(time.monotonic() - started, 3),
             usage=usage,
             cost_usd=cost_usd(usage, self.prices.get(provider.model)),
@@ -149,6 +183,10 @@ class Chain:
         conf = answer.confidence if reply.logprob_confidence is None else min(answer.confidence, reply.logprob_confidence)
         hop = hop.model_copy(update={"score": answer.score, "confidence": round(conf, 4), "stated_confidence": answer.confidence, "logprob_confidence": reply.logprob_confidence})
         return hop, answer
+
+    def _answered(self, name: str) -> None:
+        self._last_failure[name] = None
+        self.cooldowns.succeeded(name)
 
     def _decide(self, rubric: Rubric, hops: list[Hop], valid: list[_Valid], suspicious: bool) -> ScoreResult:
         now = datetime.now(timezone.utc)

@@ -9,16 +9,20 @@ from typing import Any
 import openai
 
 from ..config import OpenAIProviderConfig, require_env
-from ..errors import InvalidAnswer, ProviderUnavailable
+from ..errors import InvalidAnswer
 from ..models import ModelAnswer, Usage
-from .base import Prompt, Provider, Repair, Reply, chat_messages, score_token_confidence, status_error, validate_answer
+from .base import (
+    Prompt, Provider, Repair, Reply, chat_messages, connection_error, pacing_options, score_token_confidence,
+    status_error, validate_answer,
+)
+from .pacing import RateSignal, header_int, header_str, parse_duration
 
 
 class OpenAIProvider(Provider):
     def __init__(self, name: str, cfg: OpenAIProviderConfig, **kw: Any) -> None:
-        super().__init__(name, cfg.model, max_retries=cfg.max_retries, max_retry_after_s=cfg.max_retry_after_s, **kw)
+        super().__init__(name, cfg.model, **pacing_options(cfg), **kw)
         self.cfg = cfg
-        # Our own retry loop (base.with_retries) caps Retry-After and logs each decision: the SDK retries none.
+        # Our own retry loop (Provider.score) caps Retry-After, paces 429s and logs each decision: the SDK retries none.
         self.client = openai.OpenAI(
             api_key=require_env(cfg.api_key_env, f"provider {name!r}"),
             base_url=cfg.base_url,
@@ -43,11 +47,15 @@ class OpenAIProvider(Provider):
         if self.cfg.logprobs:
             kwargs["logprobs"] = True
         try:
-            completion = self.client.chat.completions.create(**kwargs)
+            # with_raw_response: the same call, plus the response's headers (the rate-limit signals).
+            response = self.client.chat.completions.with_raw_response.create(**kwargs)
         except openai.APIConnectionError as exc:  # includes APITimeoutError
-            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from None
+            raise connection_error(self.name, exc) from None
         except openai.APIStatusError as exc:
-            raise status_error(self.name, exc.status_code, exc.message, exc.response.headers) from None
+            self.pacer.observe(rate_signal(exc.response.headers))
+            raise status_error(self.name, exc.status_code, server_message(exc), exc.response.headers) from None
+        self.pacer.observe(rate_signal(response.headers))
+        completion = response.parse()
         usage = _usage(completion.usage)
         if not completion.choices:
             raise InvalidAnswer("empty", "no choices in the response", usage=usage)
@@ -77,3 +85,22 @@ def _usage(u: Any) -> Usage:
     cached = getattr(details, "cached_tokens", None) or 0
     written = getattr(details, "cache_write_tokens", None) or 0
     return Usage(input_tokens=u.prompt_tokens or 0, cached_input_tokens=cached, cache_write_tokens=written, output_tokens=u.completion_tokens or 0)
+
+
+def rate_signal(headers: object) -> RateSignal:
+    """OpenAI's x-ratelimit-* headers: limits per minute, resets as durations ("6m0s", "1s", "120ms")."""
+    return RateSignal(
+        requests_limit=header_int(headers, "x-ratelimit-limit-requests"),
+        requests_remaining=header_int(headers, "x-ratelimit-remaining-requests"),
+        requests_reset_s=parse_duration(header_str(headers, "x-ratelimit-reset-requests")),
+        tokens_limit=header_int(headers, "x-ratelimit-limit-tokens"),
+        tokens_remaining=header_int(headers, "x-ratelimit-remaining-tokens"),
+        tokens_reset_s=parse_duration(header_str(headers, "x-ratelimit-reset-tokens")),
+    )
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The server's own words ("The server is overloaded ..."), not the SDK's "Error code: 503 - {...}"."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = body.get("message")
+    return message if isinstance(message, str) and message else exc.message

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .behaviours import LN_09, Behaviour, RuleFn, _coerce, answer, content_text, default_rule, extract_lead, new_id
+from .behaviours import (
+    LN_09, Behaviour, RuleFn, _coerce, answer, content_text, default_rule, extract_lead, new_id, ntokens,
+)
+from .ratelimit import ServerLimit
 
 REDACTED = "REDACTED"
 _AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
@@ -29,6 +33,10 @@ class RecordedRequest:
     headers: dict
     body: Any
     auth_ok: bool = False
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+    status: int | None = None  # what the emulator answered (None: dropped)
+    limited: bool = False  # refused by the emulator's own rate limit
+    done: float | None = None  # when the answer was sent
 
     @property
     def model(self) -> str | None:
@@ -39,6 +47,7 @@ class RecordedRequest:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # listen backlog: the default 5 drops SYNs when 64 clients connect at once (1 s retry)
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -107,7 +116,8 @@ class BaseEmulator:
     default_api_key = "sk-test-emulator"
     _rid_prefix = "req_"
 
-    def __init__(self, api_key: str | None = None):
+    def __init__(self, api_key: str | None = None, *, requests_per_minute: int | None = None,
+                 tokens_per_minute: int | None = None, limit_window_s: float = 1.0):
         self.api_key = api_key or self.default_api_key
         self.default: RuleFn = default_rule
         self.requests: list[RecordedRequest] = []
@@ -119,6 +129,24 @@ class BaseEmulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._tls = threading.local()
+        self.request_limit: ServerLimit | None = None
+        self.token_limit: ServerLimit | None = None
+        self.limit(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                   window_s=limit_window_s)
+
+    def limit(self, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
+              window_s: float = 1.0, tokens_window_s: float = 60.0) -> "BaseEmulator":
+        """Enforce rate limits like the real API (see ``ratelimit.py``): over the limit, requests get the
+        vendor's 429 with Retry-After; every response carries the vendor's rate-limit headers. ``None`` = no
+        limit (static headers, nothing enforced)."""
+        self.request_limit = ServerLimit(requests_per_minute, window_s) if requests_per_minute else None
+        self.token_limit = ServerLimit(tokens_per_minute, tokens_window_s) if tokens_per_minute else None
+        return self
+
+    def rate_limited_count(self) -> int:
+        """Requests refused by the emulator's own rate limit (scripted 429s not included)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.limited)
 
     # ---- lifecycle
     def start(self) -> "BaseEmulator":
@@ -221,10 +249,20 @@ class BaseEmulator:
                               body, auth_ok)
         with self._lock:
             self.requests.append(rec)
+        def reply(status: int, obj: Any, extra: dict | None = None) -> None:
+            rec.status = status
+            h.send_json(status, obj, {**self._headers(), **(extra or {})})
+            rec.done = time.monotonic()
+
         failure = self._precheck(h, rec, headers, parse_ok)
         if failure is not None:
             status, err = failure
-            return h.send_json(status, err, self._headers())
+            return reply(status, err)
+        refused = self._rate_check(body)
+        if refused is not None:  # refused before any model work: no scripted behaviour is used up
+            rec.limited = True
+            err, extra = refused
+            return reply(429, err, extra)
         b = self._next_behaviour(body["model"])
         if b.kind == "delay":
             if self._closing.wait(b.seconds):
@@ -234,12 +272,25 @@ class BaseEmulator:
             return h.drop()
         if b.kind == "error":
             err = b.body if b.body is not None else self._error_body(b.status, body)
-            return h.send_json(b.status, err, {**self._headers(), **b.headers})
+            return reply(b.status, err, b.headers)
         if b.kind == "rule":
             fn = b.fn or self.default
             lead = extract_lead(self._last_user_text(body))
             b = answer(fn(lead, body), logprob=b.logprob)
-        h.send_json(200, self._success(body, b), self._headers())
+        reply(200, self._success(body, b))
+
+    def _rate_check(self, body: dict) -> tuple[dict, dict] | None:
+        """Spend this request's requests and tokens, or the vendor's 429 body and headers."""
+        if self.request_limit is not None:
+            wait = self.request_limit.take(1)
+            if wait > 0:
+                return self._rate_limit_error("requests", self.request_limit, 1, wait, body)
+        if self.token_limit is not None:
+            n = request_tokens(body)
+            wait = self.token_limit.take(n)
+            if wait > 0:
+                return self._rate_limit_error("tokens", self.token_limit, n, wait, body)
+        return None
 
     # ---- vendor hooks
     def _auth_ok(self, headers: dict) -> bool:
@@ -254,6 +305,10 @@ class BaseEmulator:
     def _error_body(self, status: int, body: dict) -> dict:
         raise NotImplementedError
 
+    def _rate_limit_error(self, kind: str, limit: ServerLimit, requested: float, wait_s: float,
+                          body: dict) -> tuple[dict, dict]:
+        raise NotImplementedError
+
     def _success(self, body: dict, b: Behaviour) -> dict:
         raise NotImplementedError
 
@@ -262,3 +317,13 @@ class BaseEmulator:
             if isinstance(m, dict) and m.get("role") == "user":
                 return content_text(m.get("content"))
         return ""
+
+
+def request_tokens(body: dict) -> int:
+    """What a request counts against a token limit: its prompt (characters / 4) plus the most it may answer,
+    as both vendors count a request's maximum output when it arrives."""
+    text = "".join(content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))
+    if body.get("system") is not None:
+        text += content_text(body["system"])
+    out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return ntokens(text) + (int(out) if isinstance(out, int) else 0)

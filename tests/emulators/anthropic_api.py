@@ -4,8 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+import math
+
 from ._http import BaseEmulator
 from .behaviours import Behaviour, answer_text, content_text, new_id, ntokens
+from .ratelimit import ServerLimit, rfc3339_in
 
 _ERRORS = {
     400: ("invalid_request_error", "Invalid request"),
@@ -50,14 +53,18 @@ class AnthropicEmulator(BaseEmulator):
     Auth: ``x-api-key: <api_key>``; ``Authorization: Bearer <api_key>`` is also accepted when
     ``accept_bearer`` (default True) because anthropic 2.14 sends ``api_key`` that way.
     ``min_cacheable``: prefixes shorter than this many tokens are silently not cached.
+    Rate limits: ``AnthropicEmulator(requests_per_minute=500)`` (or ``.limit(...)``) refuses what is over the
+    limit with a 429 ``rate_limit_error`` and ``retry-after`` (whole seconds); every response carries
+    ``anthropic-ratelimit-{requests,tokens,input-tokens}-{limit,remaining,reset}`` (reset: RFC 3339).
     """
 
     path = "/v1/messages"
     default_api_key = "sk-ant-test-emulator"
     _rid_prefix = "req_011C"
 
-    def __init__(self, api_key: str | None = None, *, min_cacheable: int = 1024, accept_bearer: bool = True):
-        super().__init__(api_key)
+    def __init__(self, api_key: str | None = None, *, min_cacheable: int = 1024, accept_bearer: bool = True,
+                 **limits):
+        super().__init__(api_key, **limits)
         self.min_cacheable = min_cacheable
         self.accept_bearer = accept_bearer
         self._cache: set[str] = set()
@@ -72,9 +79,24 @@ class AnthropicEmulator(BaseEmulator):
             return True
         return self.accept_bearer and headers.get("authorization") == f"Bearer {self.api_key}"
 
+    ORG = "00000000-0000-4000-8000-emulator0000"
+
     def _headers(self) -> dict:
-        return {"request-id": self._rid(), "anthropic-organization-id": "00000000-0000-4000-8000-emulator0000",
-                "anthropic-ratelimit-requests-limit": "4000", "anthropic-ratelimit-requests-remaining": "3999"}
+        tokens = _limit_headers("tokens", self.token_limit, ("2000000", "1999000"))
+        return {"request-id": self._rid(), "anthropic-organization-id": self.ORG,
+                **_limit_headers("requests", self.request_limit, ("4000", "3999")), **tokens,
+                **{k.replace("-tokens-", "-input-tokens-"): v for k, v in tokens.items()}}
+
+    def _rate_limit_error(self, kind, limit, requested, wait_s, body):
+        unit = "requests" if kind == "requests" else "input tokens"
+        err = self._err("rate_limit_error",
+                        f"This request would exceed the rate limit for your organization ({self.ORG}) of "
+                        f"{limit.per_minute:,} {unit} per minute. For details, refer to: "
+                        "https://docs.claude.com/en/api/rate-limits. You can see the response headers for current "
+                        "usage. Please reduce the prompt length or the maximum tokens requested, or try again "
+                        "later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss "
+                        "your options for a rate limit increase.")
+        return err, {"retry-after": str(max(1, math.ceil(wait_s)))}
 
     def _err(self, type_: str, message: str) -> dict:
         return {"type": "error", "error": {"type": type_, "message": message}, "request_id": self._rid()}
@@ -282,3 +304,12 @@ class AnthropicEmulator(BaseEmulator):
             "content": content, "stop_reason": stop, "stop_sequence": None, "stop_details": details,
             "usage": self._usage(body, out_tokens),
         }
+
+
+def _limit_headers(kind: str, limit: ServerLimit | None, static: tuple[str, str]) -> dict:
+    if limit is None:  # nothing enforced: the same static figures on every response, reset = now
+        lim, remaining, reset = static[0], static[1], rfc3339_in(0)
+    else:
+        lim, remaining, reset = str(limit.per_minute), str(limit.remaining()), rfc3339_in(limit.reset_s())
+    return {f"anthropic-ratelimit-{kind}-limit": lim, f"anthropic-ratelimit-{kind}-remaining": remaining,
+            f"anthropic-ratelimit-{kind}-reset": reset}

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 
 from ._http import BaseEmulator
 from .behaviours import Behaviour, answer_text, content_text, logprob_entries, new_id, ntokens
+from .ratelimit import ServerLimit, go_duration
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TIERS = ("default", "flex", "scale", "priority", "fast")
@@ -57,12 +59,15 @@ class OpenAIEmulator(BaseEmulator):
     Prompt caching: a request whose leading system/developer message (same model, same text) was seen
     before reports ``cached_tokens`` = that message's tokens rounded down to a multiple of 128, when the
     prompt and the cached amount are both >= ``cache_min_tokens`` (1024, as on the real API).
+    Rate limits: ``OpenAIEmulator(requests_per_minute=500)`` (or ``.limit(...)``) refuses what is over the limit
+    with OpenAI's 429 (``type`` requests/tokens, ``code`` rate_limit_exceeded, ``retry-after`` and
+    ``retry-after-ms``); every response carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``.
     """
 
     path = "/v1/chat/completions"
 
-    def __init__(self, api_key: str | None = None, *, cache_min_tokens: int = 1024):
-        super().__init__(api_key)
+    def __init__(self, api_key: str | None = None, *, cache_min_tokens: int = 1024, **limits):
+        super().__init__(api_key, **limits)
         self.cache_min_tokens = cache_min_tokens
         self._seen_prefixes: set[str] = set()
 
@@ -76,8 +81,18 @@ class OpenAIEmulator(BaseEmulator):
 
     def _headers(self) -> dict:
         return {"x-request-id": self._rid(), "openai-processing-ms": "1", "openai-version": "2020-10-01",
-                "openai-organization": "org-emulator", "x-ratelimit-limit-requests": "10000",
-                "x-ratelimit-remaining-requests": "9999", "x-ratelimit-reset-requests": "6ms"}
+                "openai-organization": "org-emulator",
+                **_limit_headers("requests", self.request_limit, ("10000", "9999", "6ms")),
+                **_limit_headers("tokens", self.token_limit, ("2000000", "1999000", "30ms"))}
+
+    def _rate_limit_error(self, kind, limit, requested, wait_s, body):
+        unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        used = limit.per_minute - limit.remaining() if kind == "tokens" else limit.per_minute
+        err = _err(f"Rate limit reached for {body.get('model')} in organization org-emulator on {unit}: "
+                   f"Limit {limit.per_minute}, Used {used}, Requested {int(requested)}. Please try again in "
+                   f"{go_duration(wait_s)}. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                   type_=kind, code="rate_limit_exceeded")
+        return err, {"retry-after": str(math.ceil(wait_s)), "retry-after-ms": str(math.ceil(wait_s * 1000))}
 
     def _precheck(self, h, rec, headers, parse_ok):
         auth = headers.get("authorization", "")
@@ -227,3 +242,12 @@ class OpenAIEmulator(BaseEmulator):
             "service_tier": tier if tier in _TIERS else "default",
             "system_fingerprint": "fp_emulator",
         }
+
+
+def _limit_headers(kind: str, limit: ServerLimit | None, static: tuple[str, str, str]) -> dict:
+    if limit is None:  # nothing enforced: the same static figures on every response
+        lim, remaining, reset = static
+    else:
+        lim, remaining, reset = str(limit.per_minute), str(limit.remaining()), go_duration(limit.reset_s())
+    return {f"x-ratelimit-limit-{kind}": lim, f"x-ratelimit-remaining-{kind}": remaining,
+            f"x-ratelimit-reset-{kind}": reset}

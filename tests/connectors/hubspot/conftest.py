@@ -36,6 +36,9 @@ def fake_emulator(fake_clock: FakeClock) -> Iterator[HubSpotEmulator]:
 @pytest.fixture
 def harness(emulator: HubSpotEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    # The emulator serves https with a throw-away CA. Harness.connector passes it as ca_bundle; a config with
+    # only `host` (crmsync.app.build_connector in the cycle tests) trusts it through the REQUESTS_CA_BUNDLE fallback.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", emulator.ca_pem)
     h = Harness(emulator, tmp_path)
     h.setup_fields()
     return h
@@ -44,6 +47,7 @@ def harness(emulator: HubSpotEmulator, tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.fixture
 def fake_harness(fake_emulator: HubSpotEmulator, fake_clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake_emulator.ca_pem)
     h = Harness(fake_emulator, tmp_path, fake_clock)
     h.setup_fields()
     return h

@@ -1,6 +1,7 @@
 """A local emulator of the HubSpot CRM v3 API slice crmsync uses, served to the real hubspot-api-client.
 
-Plain http on 127.0.0.1, an ephemeral port, one thread per request. Shapes follow HubSpot's docs: search
+HTTPS on 127.0.0.1 (a throw-away trustme CA, as the Salesforce emulator; ``ca_pem`` is its file for
+``[crm.options] ca_bundle``), an ephemeral port, one thread per request. Shapes follow HubSpot's docs: search
 (filterGroups, sorts, ``after`` paging, limit ≤ 200, 400 past 10,000 results, a per-second limit answering 429
 SECONDLY), batch update/read (max 100, 200 / 207 / whole-batch 400 VALIDATION_ERROR), properties and groups
 (409 when they exist), bearer auth (401), scopes (403), scripted 429s, and an index delay: searches see a
@@ -9,7 +10,10 @@ record's previous properties for ``index_delay_s`` after a write.
 from __future__ import annotations
 
 import json
+import random
 import re
+import ssl
+import tempfile
 import threading
 import time
 import uuid
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+import trustme
 
 LEADS = {"leads", "0-136"}
 SEARCH_CAP = 10_000
@@ -86,12 +92,30 @@ class Scripted:
     headers: dict[str, str]
 
 
+_CA: dict[str, Any] = {}
+
+
+def shared_ca() -> tuple[trustme.CA, str]:
+    """One throw-away CA per test process, and its PEM file: every emulator's certificate is signed by it."""
+    if not _CA:
+        ca = trustme.CA()
+        _CA["ca"], _CA["pem"] = ca, _write_pem(ca)
+    return _CA["ca"], _CA["pem"]
+
+
+def _write_pem(ca: trustme.CA) -> str:
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem", prefix="hubspot-emu-ca-", delete=False) as fh:
+        fh.write(ca.cert_pem.bytes())
+    return fh.name
+
+
 class HubSpotEmulator:
-    def __init__(self, token: str = "pat-na1-emulator", *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, token: str = "pat-na1-emulator", *, clock: Callable[[], float] = time.time, ca: trustme.CA | None = None) -> None:
         self.token = token
         self.clock = clock
         self.scopes: set[str] | None = None  # None = every scope granted
         self.index_delay_s = 0.0
+        self.batch_read_enabled = True  # False: answer batch/read with 404 (an API surface without it)
         self.search_per_second = 5
         self.search_cap = SEARCH_CAP
         self.missing_ids = "207"  # or "400": how batch update answers unknown ids (unverified upstream)
@@ -108,12 +132,17 @@ class HubSpotEmulator:
         self.groups: dict[str, dict[str, dict]] = {t: {"contactinformation": {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}} for t in self.objects}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
+        # TLS at the socket: HubSpotOptions refuses plain http, loopback included.
+        self.ca, self.ca_pem = (ca, _write_pem(ca)) if ca else shared_ca()  # ca_pem: the file a client must trust
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"https://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> "HubSpotEmulator":
         self._thread.start()
@@ -226,6 +255,8 @@ class HubSpotEmulator:
                 return True
             return any(all(self._value_matches(defs[f["propertyName"]]["type"], props.get(f["propertyName"]), f["operator"], f) for f in g.get("filters", [])) for g in groups)
         hits = [(rec, p) for rec, p in views if match(p)]
+        if any((s["propertyName"] if isinstance(s, dict) else str(s)) != "hs_object_id" for s in body.get("sorts") or []):
+            random.Random(len(hits)).shuffle(hits)  # search promises no order among ties of its one sort property
         for s in reversed(body.get("sorts") or [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]):
             name = s["propertyName"] if isinstance(s, dict) else str(s)
             numeric = defs.get(name, {}).get("type") in ("number", "datetime", "date")
@@ -390,7 +421,7 @@ class HubSpotEmulator:
             elif kind == "batch_update":
                 status, out = self.batch_update(otype, body)
             elif kind == "batch_read":
-                status, out = self.batch_read(otype, body)
+                status, out = self.batch_read(otype, body) if self.batch_read_enabled else (404, _error("Not found", "OBJECT_NOT_FOUND"))
             elif kind == "properties_get":
                 status, out = 200, {"results": list(self.properties[otype].values())}
             elif kind == "property_get":

@@ -28,7 +28,7 @@ class Harness:
         self.ctx = ConnectorContext(fields=self.fields, base_dir=tmp, state_dir=tmp)
 
     def connector(self, **options: Any) -> HubSpotConnector:
-        opts = HubSpotOptions(**{"host": self.emu.host, **options})
+        opts = HubSpotOptions(**{"host": self.emu.host, "ca_bundle": self.emu.ca_pem, **options})
         return HubSpotConnector(opts, self.ctx, clock=self.clock)
 
     def setup_fields(self) -> None:

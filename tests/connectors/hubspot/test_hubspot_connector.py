@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -26,14 +27,14 @@ def test_keyset_paging_gets_past_the_search_cap(fake_harness: Harness) -> None:
     emu.search_cap = 500  # the real cap is 10,000; same rule, smaller numbers
     ids = fake_harness.add(1234)
     emu.calls.clear()
-    got = [lead.id for lead in fake_harness.connector().fetch(None, 100_000)]
+    got = [lead.id for lead in fake_harness.connector().fetch_unscored(None, 100_000)]
     assert got == ids, "every lead once, oldest (lowest hs_object_id) first"
     assert emu.calls["search"] == math.ceil(1234 / 200)
 
 
 def test_keyset_paging_real_size_cap(fake_harness: Harness) -> None:
     ids = fake_harness.add(10_050)
-    got = [lead.id for lead in fake_harness.connector().fetch(None, 100_000)]
+    got = [lead.id for lead in fake_harness.connector().fetch_unscored(None, 100_000)]
     assert len(got) == 10_050 and len(set(got)) == 10_050 and got[-1] == ids[-1]
 
 
@@ -47,7 +48,7 @@ def test_emulator_refuses_paging_past_the_cap(emulator: HubSpotEmulator) -> None
                                      data=json.dumps({"limit": 200, "after": str(after)}).encode(),
                                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req) as r:
+            with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=emulator.ca_pem)) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
@@ -62,7 +63,7 @@ def test_fetch_skips_customers_and_sees_leads_without_a_stage(harness: Harness) 
     plain = harness.add(1)[0]
     lead = harness.emu.create({"company": "L", "lifecyclestage": "lead"})
     customer = harness.emu.create({"company": "C", "lifecyclestage": "customer"})
-    ids = {lead.id for lead in harness.connector().fetch(None, 100)}
+    ids = {lead.id for lead in harness.connector().fetch_unscored(None, 100)}
     assert {plain, lead} <= ids and customer not in ids
 
 
@@ -73,7 +74,7 @@ def test_leads_object_is_selectable(harness: Harness) -> None:
     conn = harness.connector(object_type="leads")
     conn.create_fields()
     rid = harness.emu.create({"company": "Lead Co", "hs_lead_name": "x"}, "leads")
-    assert [lead.id for lead in conn.fetch(None, 10)] == [rid]
+    assert [lead.id for lead in conn.fetch_unscored(None, 10)] == [rid]
     assert conn.write(scores([rid]))[0].ok
     assert harness.emu.get(rid, "leads")["ai_score"] == "50"
     assert any(r["path"] == "/crm/v3/objects/0-136/search" for r in harness.emu.requests)
@@ -85,17 +86,16 @@ def test_eventual_consistency_stale_hits_are_yielded_once_as_indexed(fake_harnes
     ids = fake_harness.add(3)
     fake_clock.sleep(31)  # created long ago: indexed
     conn = fake_harness.connector()
-    first = [lead.id for lead in conn.fetch(None, 100)]
+    first = [lead.id for lead in conn.fetch_unscored(None, 100)]
     assert first == ids
     assert all(o.ok for o in conn.write(scores(ids)))
     # A moment later the index still says "unscored": each stale hit comes back once, showing what the index says.
-    since = datetime.fromtimestamp(emu.clock() - 60, tz=timezone.utc)
-    again = list(conn.fetch(since, 100))
+    again = list(conn.fetch_unscored(None, 100))
     assert [lead.id for lead in again] == ids and len({lead.id for lead in again}) == len(again)
     assert all(lead.has_score is False for lead in again)
     assert emu.get(ids[0])["ai_score"] == "50", "the CRM itself has the score"
     fake_clock.sleep(31)
-    assert [lead.id for lead in conn.fetch(None, 100)] == []
+    assert [lead.id for lead in conn.fetch_unscored(None, 100)] == []
 
 
 def test_a_lead_given_twice_is_written_once(harness: Harness) -> None:
@@ -113,7 +113,7 @@ def test_secondly_429_backs_off_then_succeeds(fake_harness: Harness, fake_clock)
     fake_harness.add(3)
     fake_harness.emu.script_429("SECONDLY", kind="search")
     before = len(fake_clock.sleeps)
-    assert len(list(fake_harness.connector().fetch(None, 10))) == 3
+    assert len(list(fake_harness.connector().fetch_unscored(None, 10))) == 3
     assert fake_harness.emu.rate_limited["search"] == 1
     assert 1.0 in fake_clock.sleeps[before:], "SECONDLY without Retry-After: wait one second"
 
@@ -121,10 +121,10 @@ def test_secondly_429_backs_off_then_succeeds(fake_harness: Harness, fake_clock)
 def test_emulator_secondly_limit_is_honoured_by_the_limiter(fake_harness: Harness, fake_clock) -> None:
     fake_harness.add(1000)
     fake_harness.emu.search_per_second = 5
-    leads = list(fake_harness.connector(search_per_second=4).fetch(None, 1000))
+    leads = list(fake_harness.connector(search_per_second=4).fetch_unscored(None, 1000))
     assert len(leads) == 1000 and fake_harness.emu.rate_limited["search"] == 0
     fake_harness.emu.search_per_second = 2  # another integration eats the account's share: 429 SECONDLY, then back off
-    leads = list(fake_harness.connector(search_per_second=4).fetch(None, 1000))
+    leads = list(fake_harness.connector(search_per_second=4).fetch_unscored(None, 1000))
     assert len(leads) == 1000 and fake_harness.emu.rate_limited["search"] > 0
 
 
@@ -147,10 +147,10 @@ def test_daily_429_raises_budget_exhausted_and_stops_calling(fake_harness: Harne
     fake_harness.emu.script_429("DAILY", kind="search")
     conn = fake_harness.connector()
     with pytest.raises(ApiBudgetExhausted, match="daily"):
-        list(conn.fetch(None, 10))
+        list(conn.fetch_unscored(None, 10))
     fake_harness.emu.calls.clear()
     with pytest.raises(ApiBudgetExhausted):
-        list(conn.fetch(None, 10))
+        list(conn.fetch_unscored(None, 10))
     assert fake_harness.emu.calls["search"] == 0
 
 
@@ -167,7 +167,7 @@ def test_5xx_is_retried_boundedly_then_retriable(fake_harness: Harness) -> None:
     fake_harness.add(1)
     fake_harness.emu.script_error(503, {"status": "error", "message": "busy", "category": "SERVICE_UNAVAILABLE"}, kind="search", times=10)
     with pytest.raises(RetriableConnectorError, match="gave up after 5 attempts"):
-        list(fake_harness.connector(max_retries=4).fetch(None, 10))
+        list(fake_harness.connector(max_retries=4).fetch_unscored(None, 10))
 
 
 # -- write ------------------------------------------------------------------------------------------
@@ -269,19 +269,19 @@ def test_token_never_in_logs_or_errors(emulator: HubSpotEmulator, tmp_path, monk
     conn = h.connector(max_retries=1, max_backoff_s=0.01)
     texts = [repr(conn.client), repr(conn.options)]
     with pytest.raises(FatalConnectorError) as exc:  # 401
-        list(conn.fetch(None, 5))
+        list(conn.fetch_unscored(None, 5))
     texts.append(str(exc.value))
     texts += [p.message + p.fix for p in conn.check()]
     emulator.token = secret
     emulator.script_error(500, {"status": "error", "message": f"echo {secret}", "category": "ERROR"}, times=5)
     with pytest.raises(RetriableConnectorError) as exc:
-        list(conn.fetch(None, 5))
+        list(conn.fetch_unscored(None, 5))
     texts.append(str(exc.value))
     port = emulator.host.rsplit(":", 1)[1]
     emulator.stop()
-    down = Harness(emulator, tmp_path).connector(max_retries=1, max_backoff_s=0.01, host=f"http://127.0.0.1:{port}")
+    down = Harness(emulator, tmp_path).connector(max_retries=1, max_backoff_s=0.01, host=f"https://127.0.0.1:{port}")
     with pytest.raises(RetriableConnectorError) as exc:
-        list(down.fetch(None, 5))
+        list(down.fetch_unscored(None, 5))
     texts.append(str(exc.value))
     assert all(secret not in t for t in texts)
     assert secret not in caplog.text
@@ -293,9 +293,33 @@ def test_1000_leads_cost_the_minimum_number_of_calls(fake_harness: Harness) -> N
     fake_harness.add(n)
     conn = fake_harness.connector()
     fake_harness.emu.calls.clear()  # setup (fields create / check) is counted apart: 1-2 calls per `crmsync check`
-    leads = list(conn.fetch(None, n))
+    leads = list(conn.fetch_unscored(None, n))
     outcomes = conn.write(scores([lead.id for lead in leads]))
     assert len(leads) == n and all(o.ok for o in outcomes)
     calls = fake_harness.emu.calls
     assert calls["search"] == math.ceil(n / 200) and calls["batch_update"] == math.ceil(n / 100)
     assert sum(calls.values()) == 15 and sum(fake_harness.emu.rate_limited.values()) == 0
+
+
+def test_changed_stream_reads_a_bulk_import_in_one_millisecond_exactly_once(fake_harness: Harness, fake_clock) -> None:
+    """450 contacts share one lastmodifieddate (a bulk import on the fake clock) and 30 come a second later. Search
+    sorts by one property, so ties are read by id; paging by any limit returns each contact exactly once, in order."""
+    from crmsync import Bookmark
+
+    bulk = fake_harness.add(450)
+    fake_clock.sleep(1)
+    later = fake_harness.add(30)
+    conn = fake_harness.connector()
+    start = Bookmark(datetime.fromtimestamp(fake_harness.emu.clock() - 3600, tz=timezone.utc))
+    until = datetime.fromtimestamp(fake_harness.emu.clock() + 1, tz=timezone.utc)
+    for limit in (1_000, 120, 45):
+        mark, got = start, []
+        while True:
+            page = list(conn.fetch_changed(mark, until, limit))
+            assert len(page) <= limit
+            if not page:
+                break
+            got += page
+            mark = Bookmark(page[-1].modified_at, page[-1].id)  # type: ignore[arg-type]
+        ids = [lead.id for lead in got]
+        assert ids == bulk + later, f"limit {limit}: {len(ids)} read, {len(set(ids))} distinct"

@@ -5,6 +5,7 @@ emulator through the real hubspot-api-client. Nothing is mocked.
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from crmsync.state import Ledger, LeadState
 from hubspot_emulator import HubSpotEmulator
 from hubspot_harness import FIELDS, Harness
 from tests.cycle_rig import CycleRig
-from tests.emulators import default_rule
+from tests.emulators import default_rule, rule
 
 MODEL = "emu-hubspot"
 
@@ -41,19 +42,30 @@ class Rig(CycleRig):
 
 
 @pytest.fixture
-def rig(harness: Harness, openai_emu: Any, make_config: Callable[..., Config], tmp_path: Path) -> Iterator[Rig]:
+def make_rig(harness: Harness, openai_emu: Any, make_config: Callable[..., Config], tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     """`harness` set HUBSPOT_ACCESS_TOKEN and created the crmsync properties (as `crmsync fields create`)."""
-    config = make_config(
-        providers={"fast": openai_emu.provider(MODEL)},
-        crm={"type": "hubspot", "options": {"host": harness.emu.host}},
-        fields={"inputs": dict(FIELDS)},
-        daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2},
-    )
-    r = Rig(config, harness.emu, openai_emu)
-    harness.emu.calls.clear()
-    harness.emu.requests.clear()
-    yield r
-    r.close()
+    rigs: list[Rig] = []
+
+    def make(outputs: dict[str, Any] | None = None, **daemon: Any) -> Rig:
+        config = make_config(
+            providers={"fast": openai_emu.provider(MODEL)},
+            crm={"type": "hubspot", "options": {"host": harness.emu.host}},
+            fields={"inputs": dict(FIELDS), **({"outputs": outputs} if outputs else {})},
+            daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2, "changed_lag_s": 0, **daemon},
+        )
+        rigs.append(Rig(config, harness.emu, openai_emu))
+        harness.emu.calls.clear()
+        harness.emu.requests.clear()
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., Rig]) -> Rig:
+    return make_rig()
 
 
 def expected_score(i: int, orders: Any = None) -> str:
@@ -74,10 +86,11 @@ def test_one_cycle_scores_and_writes_all_with_minimum_calls(rig: Rig) -> None:
         assert props["ai_needs_review"] in ("true", "false")
         assert props["ai_tier"] and props["ai_model"] == f"fast:{MODEL}" and props["ai_rubric_version"]
         assert rig.state(rid) == LeadState.written
-    # Minimum: one search page (n <= 200) and one batch update (n <= 100); nothing else.
-    assert dict(rig.emu.calls) == {"search": 1, "batch_update": 1}
+    # Minimum: one search page (n <= 200), one batch read of the review decisions just before the write, and one
+    # batch update (n <= 100); nothing else.
+    assert dict(rig.emu.calls) == {"search": 1, "batch_read": 1, "batch_update": 1}
     assert rig.emu.rate_limited == {}
-    assert rig.ledger.cursor() is not None
+    assert rig.ledger.bookmark("changed") is not None
 
 
 def test_stale_search_index_does_not_cause_a_second_score_or_write(rig: Rig) -> None:
@@ -94,7 +107,7 @@ def test_stale_search_index_does_not_cause_a_second_score_or_write(rig: Rig) -> 
     assert second.skipped == n and second.scored == 0 and second.written == 0
     assert rig.oa.request_count() == n, "not scored again"
     assert rig.emu.calls["batch_update"] == 1, "not written again"
-    assert rig.emu.calls["search"] == 2
+    assert rig.emu.calls["search"] == 3, "cycle 1: unscored; cycle 2: changed + unscored"
     assert all(rig.state(rid) == LeadState.written for rid in ids)
     assert all(rig.ledger.get(rid).write_attempts == 0 for rid in ids)  # type: ignore[union-attr]
 
@@ -114,7 +127,7 @@ def test_changed_input_is_rescored_others_are_not(rig: Rig) -> None:
     assert rig.oa.request_count() == 5
     assert rig.emu.get(ids[1])["ai_score"] == expected_score(1, 20000) != expected_score(1)
     assert rig.emu.get(ids[2])["ai_score"] == expected_score(2)
-    assert dict(rig.emu.calls) == {"search": 1, "batch_update": 1}
+    assert dict(rig.emu.calls) == {"search": 2, "batch_read": 1, "batch_update": 1}, "changed + unscored searches"
     last = rig.oa.requests[-1]
     assert "20000" in str(last.body["messages"][-1]["content"]), "the rescore saw the new input"
     attempts = {rid: rig.ledger.db.execute("SELECT score_attempts FROM leads WHERE lead_id=?", (rid,)).fetchone()[0] for rid in ids}
@@ -185,3 +198,107 @@ def test_labels_pull_and_export(rig: Rig, tmp_path: Path) -> None:
     assert by_id[reviewed]["monthly_orders"] == "4200" and by_id[reviewed]["label_source"] == "review"
     assert by_id[customer]["outcome"] == "qualified" and by_id[customer]["label_source"] == "conversion"
     assert rig.oa.request_count() == 0 and rig.emu.calls["batch_update"] == 0, "labels never score or write"
+
+
+# -- incremental sync (issue 9) ----------------------------------------------------------------------------------
+def test_a_backlog_of_three_fetch_limits_drains_in_three_cycles(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(fetch_limit=6)
+    ids = rig.add(18)
+    for n in (6, 12, 18):
+        report = rig.run()
+        assert report.ok and report.written == 6, report.line()
+        assert sum(bool(rig.emu.get(rid).get("ai_score")) for rid in ids) == n
+    assert rig.oa.request_count() == 18 and rig.run().scored == 0
+
+
+def test_new_contacts_are_scored_while_another_integration_touches_scored_ones(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(fetch_limit=50, changed_limit=20)
+    ids = rig.add(40)
+    assert rig.run().written == 40
+    for wave in range(3):
+        for rid in ids:  # another integration rewrites a property crmsync does not map
+            rig.emu.update(rid, {"lifecyclestage": "lead" if wave % 2 else "subscriber"})
+        new = rig.add(3, company=f"Wave {wave}")
+        time.sleep(0.01)
+        report = rig.run()
+        assert report.ok, report.line()
+        assert all(rig.emu.get(rid).get("ai_score") for rid in new), f"wave {wave}: {report.line()}"
+    assert rig.oa.request_count() == 49, "touched contacts are never rescored"
+
+
+def test_a_reviewer_who_decides_while_the_contact_is_scored_wins(rig: Rig) -> None:
+    ids = rig.add(5)
+    decided = {ids[0], ids[3]}
+    by_company = {rig.emu.get(rid)["company"]: rid for rid in ids}
+
+    def reviewer_meanwhile(lead: dict, body: dict) -> dict:
+        rid = by_company[lead["company"]]
+        if rid in decided:
+            rig.emu.update(rid, {"ai_review_decision": "qualified", "ai_score": "99"})
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(reviewer_meanwhile))
+    report = rig.run()
+    assert report.ok, report.line()
+    assert (report.written, report.human_at_write) == (3, 2)
+    assert all(rig.emu.get(rid)["ai_score"] == "99" and rig.state(rid) == LeadState.human for rid in decided)
+    assert rig.emu.calls["batch_read"] == 1, "one batch read re-checked the batch"
+
+
+def test_without_batch_read_the_recheck_searches_by_id(rig: Rig) -> None:
+    rig.emu.batch_read_enabled = False
+    ids = rig.add(3)
+    by_company = {rig.emu.get(rid)["company"]: rid for rid in ids}
+
+    def reviewer_meanwhile(lead: dict, body: dict) -> dict:
+        if by_company[lead["company"]] == ids[1]:
+            rig.emu.update(ids[1], {"ai_review_decision": "unqualified"})
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(reviewer_meanwhile))
+    report = rig.run()
+    assert report.ok and (report.written, report.human_at_write) == (2, 1), report.line()
+    assert not rig.emu.get(ids[1]).get("ai_score")
+
+
+def test_scores_hubspot_already_has_are_adopted_never_rescored(rig: Rig) -> None:
+    ids = rig.add(3, ai_score="42")
+    rig.add(2)
+    assert rig.run().written == 2
+    for rid in ids:
+        rig.emu.update(rid, {"lifecyclestage": "lead"})
+    time.sleep(0.01)
+    report = rig.run()
+    assert report.adopted == 3 and report.scored == 0, report.line()
+    assert [rig.emu.get(rid)["ai_score"] for rid in ids] == ["42"] * 3
+    assert rig.oa.request_count() == 2
+
+
+def test_next_cycle_rereads_its_own_writes_in_the_fewest_pages(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(fetch_limit=1000)
+    rig.add(450)
+    assert rig.run().written == 450
+    rig.emu.calls.clear()
+    time.sleep(0.01)
+    second = rig.run()
+    assert second.skipped == 450 and second.scored == 0, second.line()
+    assert rig.emu.calls["search"] <= 3 + 1, "⌈450/200⌉ changed-stream pages and one unscored search"
+
+
+def test_a_lost_ledger_is_rebuilt_from_the_input_hash_property_without_an_llm_call(make_rig: Callable[..., Rig], tmp_path: Path) -> None:
+    from crmsync.rebuild import rebuild
+
+    rig = make_rig(outputs={"score": "ai_score", "needs_review": "ai_needs_review", "tier": "ai_tier", "input_hash": "ai_input_hash"})
+    rig.emu.add_property("contacts", "ai_input_hash", "string", "text")
+    ids = rig.add(6)
+    assert rig.run().written == 6
+    assert all(len(rig.emu.get(rid)["ai_input_hash"]) == 20 for rid in ids)
+    rig.emu.update(ids[2], {"monthly_orders": 55555})  # changed after its score: must be scored again
+    time.sleep(0.01)
+    lost = Ledger(tmp_path / "new-ledger.sqlite", "hubspot")  # the old one is gone
+    counts = rebuild(rig.config, rig.connector, lost)
+    assert (counts["written"], counts["rescore"]) == (5, 1)
+    rig.ledger, rig.cycle.ledger = lost, lost
+    report = rig.run()
+    assert report.scored == 1 and rig.oa.request_count() == 7, report.line()
+    assert rig.emu.get(ids[2])["ai_score"] == expected_score(2, 55555)

@@ -53,7 +53,7 @@ def lead_fields() -> list[dict[str, Any]]:
         _f("AI_Confidence__c", "percent", precision=3), _f("AI_Needs_Review__c", "boolean"),
         _f("AI_Reasons__c", "textarea", length=2000, filterable=False), _f("AI_Scored_At__c", "datetime"),
         _f("AI_Rubric_Version__c", "string", length=40), _f("AI_Model__c", "string", length=100),
-        _f("AI_Review_Decision__c", "picklist", length=255),
+        _f("AI_Review_Decision__c", "picklist", length=255), _f("AI_Input_Hash__c", "string", length=40),
         _f("Notes_Long__c", "textarea", length=32000, filterable=False),
     ]
 
@@ -71,6 +71,7 @@ class SalesforceEmulator:
         self.schema: dict[str, dict[str, dict[str, Any]]] = {"Lead": {f["name"]: f for f in lead_fields()}}
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Lead": {}}
         self.rejections: dict[str, tuple[str, str]] = {}  # id -> (statusCode, message)
+        self.collections_retrieve = True  # False: an org / API version without sObject Collections retrieve (404)
         self.api_used, self.api_max = 0, api_max
         self.tokens: set[str] = set()
         self.script: list[tuple[Any, ...]] = []  # ("status", 503, code) / ("drop",) for the next REST calls
@@ -155,6 +156,9 @@ class SalesforceEmulator:
             return 200, {"name": obj, "keyPrefix": "00Q", "updateable": True, "fields": list(self.schema[obj].values())}
         if method == "PATCH" and rest == "composite/sobjects":
             return self._collections(body)
+        rm = re.fullmatch(r"composite/sobjects/(\w+)", rest)
+        if method == "POST" and rm and self.collections_retrieve:
+            return self._retrieve(rm.group(1), body)
         return 404, error("NOT_FOUND", "The requested resource does not exist")
 
     def _render(self, rec: dict[str, Any], obj: str, fields: list[str]) -> dict[str, Any]:
@@ -216,6 +220,24 @@ class SalesforceEmulator:
                     return 400, error("INVALID_FIELD", f"No such column '{name}' on sobject of type {obj}")
         with self._lock:
             return 200, [self._update_one(rec) for rec in records]
+
+    def _retrieve(self, obj: str, body: Any) -> tuple[int, Any]:
+        """sObject Collections retrieve (POST): up to 2,000 ids; one entry per id, null where not found."""
+        if obj not in self.schema:
+            return 400, error("INVALID_TYPE", f"sObject type '{obj}' is not supported.")
+        if not isinstance(body, dict) or not isinstance(body.get("ids"), list) or not isinstance(body.get("fields"), list):
+            return 400, error("JSON_PARSER_ERROR", "Unexpected request body; expected {ids, fields}")
+        if len(body["ids"]) > 2000:
+            return 400, error("EXCEEDED_ID_LIMIT", "Maximum number of ids is 2000")
+        names: list[str] = []
+        for name in body["fields"]:
+            spec = next((f for n, f in self.schema[obj].items() if n.lower() == str(name).lower()), None)
+            if spec is None:
+                return 400, error("INVALID_FIELD", f"No such column '{name}' on entity '{obj}'.")
+            names.append(spec["name"])
+        with self._lock:
+            recs = [self.records[obj].get(str(i)) for i in body["ids"]]
+            return 200, [self._render(r, obj, names) if r is not None else None for r in recs]
 
     def _update_one(self, rec: dict[str, Any]) -> dict[str, Any]:
         obj, rid = rec["attributes"]["type"], str(rec.get("id") or "")

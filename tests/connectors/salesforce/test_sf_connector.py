@@ -32,7 +32,7 @@ def score(lead_id: str, value: int = 50, **extra) -> ScoreUpdate:
 # -- paging ------------------------------------------------------------------------------------------
 def test_paging_follows_next_records_url_with_batch_size(make, emulator) -> None:
     leads(emulator, 450)
-    got = list(make(page_size=200).fetch(None, 10_000))
+    got = list(make(page_size=200).fetch_unscored(None, 10_000))
     assert len(got) == 450 and len({lead.id for lead in got}) == 450
     assert data_calls(emulator, prefix="/services/data/v59.0/query/") == 3
     assert data_calls(emulator, prefix="/services/data/v59.0/query/01g") == 2  # the nextRecordsUrl pages
@@ -40,7 +40,7 @@ def test_paging_follows_next_records_url_with_batch_size(make, emulator) -> None
 
 def test_default_page_is_2000(make, emulator) -> None:
     leads(emulator, 2100)
-    assert len(list(make().fetch(None, 10_000))) == 2100
+    assert len(list(make().fetch_unscored(None, 10_000))) == 2100
     assert data_calls(emulator, prefix="/services/data/v59.0/query/") == 2
 
 
@@ -48,15 +48,15 @@ def test_two_long_text_fields_shrink_pages_to_200(make, emulator) -> None:
     leads(emulator, 450)
     fields = FieldsConfig(inputs={"description": "Description", "notes": "Notes_Long__c"}, outputs=SF_FIELDS.outputs,
                           review_decision=SF_FIELDS.review_decision)
-    assert len(list(make(fields=fields).fetch(None, 10_000))) == 450
+    assert len(list(make(fields=fields).fetch_unscored(None, 10_000))) == 450
     assert data_calls(emulator, prefix="/services/data/v59.0/query/") == 3
 
 
 def test_converted_leads_are_skipped_by_default(make, emulator) -> None:
     keep = emulator.add({"Company": "Open"})
     emulator.add({"Company": "Won", "IsConverted": True})
-    assert [lead.id for lead in make().fetch(None, 100)] == [keep]
-    assert len(list(make(skip_converted=False).fetch(None, 100))) == 2
+    assert [lead.id for lead in make().fetch_unscored(None, 100)] == [keep]
+    assert len(list(make(skip_converted=False).fetch_unscored(None, 100))) == 2
 
 
 # -- sessions and auth ---------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_wrong_password_is_fatal_and_never_echoed(make, emulator, monkeypatch) -
     monkeypatch.setenv("SF_PASSWORD", wrong)
     conn = make()
     with pytest.raises(FatalConnectorError) as err:
-        list(conn.fetch(None, 10))
+        list(conn.fetch_unscored(None, 10))
     assert "INVALID_LOGIN" in str(err.value) and wrong not in str(err.value) and PASSWORD not in str(err.value)
     problems = conn.check()
     assert problems and problems[0].where == "crm.options" and wrong not in problems[0].message
@@ -117,7 +117,7 @@ def test_a_login_error_echoing_the_secret_is_scrubbed(make, emulator, monkeypatc
         "Invalid username, password, security token; or user locked out.</sf:exceptionMessage>",
         f"bad password {wrong}</sf:exceptionMessage>")))
     with pytest.raises(FatalConnectorError) as err:
-        list(make().fetch(None, 10))
+        list(make().fetch_unscored(None, 10))
     assert "bad password ***" in str(err.value) and wrong not in str(err.value)
 
 
@@ -126,7 +126,7 @@ def test_request_limit_exceeded_is_budget_exhausted(make, emulator) -> None:
     leads(emulator, 1)
     emulator.api_used = emulator.api_max
     with pytest.raises(ApiBudgetExhausted, match="REQUEST_LIMIT_EXCEEDED"):
-        list(make().fetch(None, 10))
+        list(make().fetch_unscored(None, 10))
 
 
 def test_limit_info_share_stops_new_work(make, emulator) -> None:
@@ -134,12 +134,12 @@ def test_limit_info_share_stops_new_work(make, emulator) -> None:
     emulator.api_max, emulator.api_used = 1000, 600
     conn = make()  # default max_api_share = 0.5
     with pytest.raises(ApiBudgetExhausted, match=r"60[12]/1000 .*max_api_share = 0.5"):
-        list(conn.fetch(None, 10))
+        list(conn.fetch_unscored(None, 10))
     with pytest.raises(ApiBudgetExhausted):
         conn.write([score(a)])
     assert data_calls(emulator, "PATCH") == 0 and data_calls(emulator, prefix="/services/data/v59.0/query") == 0
     assert any(p.where == "crm.options.max_api_share" and p.severity == "warning" for p in conn.check())
-    assert len(list(make(max_api_share=0.9).fetch(None, 10))) == 1
+    assert len(list(make(max_api_share=0.9).fetch_unscored(None, 10))) == 1
 
 
 # -- transient failures --------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_transient_failures_are_retried(make, emulator, failure) -> None:
     assert conn.write([score(a, 77)])[0].ok
     assert emulator.records["Lead"][a]["AI_Score__c"] == 77
     emulator.script = [failure, failure]
-    assert len(list(conn.fetch(None, 10))) == 0  # scored now
+    assert len(list(conn.fetch_unscored(None, 10))) == 0  # scored now
 
 
 @pytest.mark.parametrize("failure", [("status", 503, "SERVER_UNAVAILABLE"), ("drop",)])
@@ -272,7 +272,7 @@ def test_1000_leads_cost_the_minimum_calls(make, emulator) -> None:
     n = 1000
     ids = leads(emulator, n)
     conn = make()
-    got = list(conn.fetch(None, 10_000))
+    got = list(conn.fetch_unscored(None, 10_000))
     assert len(got) == n
     out = conn.write([score(i, k % 101) for k, i in enumerate(ids)])
     assert all(o.ok for o in out)
@@ -303,4 +303,4 @@ def test_a_login_answered_by_a_5xx_page_is_retried_not_fatal(make, emulator, mon
     assert make().check() == []
     answers[:] = [(503, "Service Unavailable")] * 5
     with pytest.raises(RetriableConnectorError, match="login: HTTP 503"):
-        list(make(max_retries=1).fetch(None, 10))
+        list(make(max_retries=1).fetch_unscored(None, 10))

@@ -6,6 +6,7 @@ only an injected requests session can send it to the emulator; everything else i
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,29 @@ class Rig(CycleRig):
 
 
 @pytest.fixture
-def rig(emulator: SalesforceEmulator, ca_pem: str, sf_env: None, openai_emu: Any, make_config: Callable[..., Config],
-        tmp_path: Path) -> Iterator[Rig]:
-    config = make_config(
-        providers={"fast": openai_emu.provider(MODEL)},
-        crm={"type": "salesforce", "options": {"auth": PASSWORD_AUTH, "ca_bundle": ca_pem, "retry_base_s": 0.0}},
-        fields=SF_FIELDS.model_dump(),
-        daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2},
-    )
-    r = Rig(config, emulator, openai_emu, ca_pem, tmp_path)
-    yield r
-    r.close()
+def make_rig(emulator: SalesforceEmulator, ca_pem: str, sf_env: None, openai_emu: Any, make_config: Callable[..., Config],
+             tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(*, fields: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, **daemon: Any) -> Rig:
+        config = make_config(
+            providers={"fast": openai_emu.provider(MODEL)},
+            crm={"type": "salesforce", "options": {"auth": PASSWORD_AUTH, "ca_bundle": ca_pem, "retry_base_s": 0.0}},
+            fields=fields or SF_FIELDS.model_dump(),
+            daemon={"state_dir": str(tmp_path / "state"), "max_write_attempts": 2, "changed_lag_s": 0, **daemon},
+            **({"scoring": scoring} if scoring else {}),
+        )
+        rigs.append(Rig(config, emulator, openai_emu, ca_pem, tmp_path))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., Rig]) -> Rig:
+    return make_rig()
 
 
 def expected_score(i: int, orders: float | None = None) -> int:
@@ -78,17 +91,20 @@ def test_one_cycle_scores_and_writes_all_and_a_second_rescores_nothing(rig: Rig)
         assert isinstance(rec["AI_Needs_Review__c"], bool)
         assert 0 <= rec["AI_Confidence__c"] <= 100, "a Percent field stores 55 for 55 %"
         assert rig.state(rid) == LeadState.written
-    # login + describe + one query + one sObject Collections update
-    assert (rig.emu.logins, rig.data_calls(), rig.data_calls("PATCH")) == (1, 3, 1)
-    assert rig.emu.api_used == 3
+    # login + describe + one query + one re-check of review decisions (sObject Collections retrieve) + one update
+    assert (rig.emu.logins, rig.data_calls(), rig.data_calls("PATCH")) == (1, 4, 1)
+    assert rig.emu.api_used == 4
 
-    second = rig.run()  # our own write bumped LastModifiedDate: fetched again through `since`, rescored never
+    second = rig.run()  # our own write bumped LastModifiedDate: read once by the changed stream, rescored never
     assert second.ok, second.line()
     assert second.fetched == n, "the leads our write touched were fetched again (else this proves nothing)"
     assert second.skipped == n and second.scored == 0 and second.written == 0
     assert rig.oa.request_count() == n
     assert rig.data_calls("PATCH") == 1
-    assert rig.data_calls() == 4, "one query; describe is cached per connector"
+    assert rig.data_calls() == 6, "a changed-stream query and an unscored query; describe is cached per connector"
+    third = rig.run()
+    assert third.fetched == 0, "each change is read once: the bookmark moved past our own writes"
+    assert rig.data_calls() == 8
 
 
 def test_session_expiry_mid_cycle_logs_in_again_and_completes(rig: Rig) -> None:
@@ -117,7 +133,7 @@ def test_api_budget_past_share_stops_before_work_and_loses_nothing(rig: Rig) -> 
     assert report.scored == report.written == 0 and not report.ok
     assert rig.oa.request_count() == 0, "nothing scored"
     assert not rig.emu.queries and rig.data_calls("PATCH") == 0, "stopped before any query or update"
-    assert rig.ledger.in_state(*LeadState) == [] and rig.ledger.cursor() is None
+    assert rig.ledger.in_state(*LeadState) == [] and rig.ledger.bookmark("unscored") is None
     assert all(rig.lead(rid)["AI_Score__c"] is None for rid in ids)
 
     rig.emu.api_used = 0  # the rolling 24 h window moved on: budget back
@@ -186,3 +202,101 @@ def test_labels_pull_into_the_ledger_and_export(rig: Rig, tmp_path: Path) -> Non
     assert rows[converted]["Company"] == "Won Co" and rows[converted]["label_source"] == "conversion"
     assert rows[reviewed]["outcome"] == "unqualified" and rows[reviewed]["Title"] == "Intern"
     assert rig.oa.request_count() == 0 and rig.data_calls("PATCH") == 0
+
+
+# -- incremental sync (issue 9) ----------------------------------------------------------------------------------
+def test_a_backlog_of_three_fetch_limits_drains_in_three_cycles(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(fetch_limit=5)
+    ids = rig.add(15)
+    for n in (5, 10, 15):
+        report = rig.run()
+        assert report.ok and report.written == 5, report.line()
+        assert sum(rig.lead(rid)["AI_Score__c"] is not None for rid in ids) == n
+    assert rig.oa.request_count() == 15 and rig.run().scored == 0
+
+
+def test_a_reviewer_who_decides_while_the_lead_is_scored_wins(rig: Rig) -> None:
+    ids = rig.add(4)
+    decided = {ids[1], ids[3]}
+    by_company = {rig.lead(rid)["Company"]: rid for rid in ids}
+
+    def reviewer_meanwhile(lead: dict, body: dict) -> dict:
+        rid = by_company[lead["company"]]
+        if rid in decided:  # the rep decides after the fetch, while the model is thinking
+            rig.emu.set(rid, "AI_Review_Decision__c", "unqualified")
+            rig.emu.set(rid, "AI_Score__c", 2.0)
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(reviewer_meanwhile))
+    report = rig.run()
+    assert report.ok, report.line()
+    assert (report.written, report.human_at_write) == (2, 2)
+    for rid in decided:
+        assert rig.lead(rid)["AI_Score__c"] == 2.0 and rig.state(rid) == LeadState.human
+    assert rig.data_calls("POST") == 1, "one sObject Collections retrieve re-checked the whole batch"
+
+
+def test_without_sobject_collections_retrieve_the_recheck_reads_by_soql(rig: Rig) -> None:
+    rig.emu.collections_retrieve = False
+    ids = rig.add(3)
+    company = {rig.lead(rid)["Company"]: rid for rid in ids}
+
+    def reviewer_meanwhile(lead: dict, body: dict) -> dict:
+        if company[lead["company"]] == ids[0]:
+            rig.emu.set(ids[0], "AI_Review_Decision__c", "qualified")
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(reviewer_meanwhile))
+    report = rig.run()
+    assert report.ok and (report.written, report.human_at_write) == (2, 1), report.line()
+    assert rig.lead(ids[0])["AI_Score__c"] is None
+    assert any("Id IN (" in q for q in rig.emu.queries), "the decisions were read with SOQL"
+
+
+def test_scores_salesforce_already_has_are_adopted_never_rescored(rig: Rig) -> None:
+    ids = rig.add(3, AI_Score__c=42.0)
+    fresh = rig.add(2)
+    assert rig.run().written == 2
+    for rid in ids:
+        rig.emu.set(rid, "Status", "Working - Contacted")  # another integration touches them
+    time.sleep(0.1)  # the emulator's clock runs a few ms ahead (1 ms per write); changes newer than `until` wait
+    report = rig.run()
+    assert report.adopted == 3 and report.scored == 0, report.line()
+    assert [rig.lead(rid)["AI_Score__c"] for rid in ids] == [42.0] * 3
+    assert rig.oa.request_count() == 2 and all(rig.state(r) == LeadState.external for r in ids)
+    rig.emu.set(ids[0], "Monthly_Order_Volume__c", 50000.0)  # its inputs change: now crmsync scores it
+    time.sleep(0.1)
+    assert rig.run().scored == 1 and rig.lead(ids[0])["AI_Score__c"] != 42.0
+    assert fresh
+
+
+def test_no_llm_money_once_the_api_share_is_crossed(make_rig: Callable[..., Rig]) -> None:
+    """Other integrations use up the org's API share while crmsync is scoring: scoring stops at the next write
+    (a flush every 0.05 s here) instead of paying for leads that cannot be written; nothing is lost."""
+    rig = make_rig(write_flush_s=0.05)
+    ids = rig.add(40)
+    rig.emu.api_max = 1000
+    n = 0
+
+    def others_use_the_api(lead: dict, body: dict) -> dict:
+        nonlocal n
+        n += 1
+        if n == 5:
+            rig.emu.api_used = 700  # past max_api_share = 0.5
+        time.sleep(0.05)
+        return default_rule(lead, body)
+
+    rig.oa.script(MODEL, rule(others_use_the_api))
+    report = rig.run()
+    paid = rig.oa.request_count()
+    # Results are recorded every 0.25 s and written at the next flush: about half a second of scoring (10 leads
+    # here) after the crossing, instead of the whole cycle (40).
+    assert paid <= 20, f"{paid} LLM calls after the share was crossed at the 5th"
+    assert report.api_budget_reached or any(e.startswith("CRM API budget") for e in report.errors), report.line()
+    scored_ids = [rid for rid in ids if rig.state(rid) in (LeadState.written, LeadState.pending_write)]
+    assert len(scored_ids) == paid, "every paid result is kept"
+    rig.emu.api_used = 0  # the rolling window moves on
+    while rig.run().scored:
+        pass
+    assert all(rig.lead(rid)["AI_Score__c"] is not None for rid in ids)
+    assert rig.oa.request_count() == 40, "nobody paid twice"

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sf_helpers import SF_FIELDS
 
+from crmsync import Bookmark
 from crmsync import ConfigError, FieldsConfig
 from crmsync_salesforce import soql
 
@@ -50,13 +51,18 @@ def test_injection_through_the_field_mapping_is_refused(make) -> None:
 
 
 def test_lead_values_never_reach_the_query(make, emulator) -> None:
-    emulator.add({"Company": "x' OR Id != null OR Company = 'y", "Title": "\\'; DELETE"})
+    rid = emulator.add({"Company": "x' OR Id != null OR Company = 'y", "Title": "\\'; DELETE"})
     conn = make()
     since = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
-    leads = list(conn.fetch(since, 50))
+    until = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    leads = list(conn.fetch_changed(Bookmark(since, "00Q000000000000AAA' OR Id != null"), until, 50))
     assert leads[0].inputs["company"] == "x' OR Id != null OR Company = 'y"
+    assert [lead.id for lead in conn.fetch_unscored("00Q0' OR Id != null", 50)] == [rid]
+    cols = "Id, LastModifiedDate, AI_Score__c, AI_Review_Decision__c, Company, Title, Monthly_Order_Volume__c, Description"
     assert emulator.queries == [
-        "SELECT Id, LastModifiedDate, AI_Score__c, AI_Review_Decision__c, Company, Title, Monthly_Order_Volume__c, Description "
-        "FROM Lead WHERE (AI_Score__c = null OR LastModifiedDate > 2026-03-04T05:06:07Z) AND IsConverted = false "
-        "ORDER BY CreatedDate ASC, Id ASC LIMIT 50"
+        f"SELECT {cols} FROM Lead WHERE (LastModifiedDate > 2026-03-04T05:06:07Z OR (LastModifiedDate = 2026-03-04T05:06:07Z "
+        "AND Id > '00Q000000000000AAA\\' OR Id != null')) AND LastModifiedDate <= 2099-01-01T00:00:00Z AND IsConverted = false "
+        "ORDER BY LastModifiedDate ASC, Id ASC LIMIT 50",
+        f"SELECT {cols} FROM Lead WHERE AI_Score__c = null AND AI_Review_Decision__c = null AND Id > '00Q0\\' OR Id != null' "
+        "AND IsConverted = false ORDER BY Id ASC LIMIT 50",
     ]
