@@ -22,6 +22,8 @@ import html
 import json
 import logging
 import re
+import re._constants as sre_constants
+import re._parser as sre_parse
 import threading
 import unicodedata
 from dataclasses import dataclass, field
@@ -209,6 +211,45 @@ class Pattern:
     group: str  # the "[xx]" heading it is under: a language code, or a name
     regex: re.Pattern[str]
     where: str  # "file:line"
+    # Texts of which a match must start with one (from the pattern's own parse tree), or None: a view holding none
+    # of them cannot match, found with fast substring tests instead of a regex scan (most patterns, most views).
+    needles: tuple[str, ...] | None = None
+
+
+def _needles(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    try:
+        found = _leading_literals(sre_parse.parse(regex.pattern, regex.flags).data)
+    except Exception:  # noqa: BLE001 - an unusual pattern simply goes without the shortcut
+        return None
+    return tuple(sorted(found)) if found else None
+
+
+def _leading_literals(items: list[Any]) -> set[str] | None:
+    """The literal text every match begins with, per alternative (after anchors such as \\b); None if any
+    alternative does not begin with a literal character."""
+    i = 0
+    while i < len(items) and items[i][0] is sre_constants.AT:
+        i += 1
+    if i >= len(items):
+        return None
+    op, av = items[i]
+    if op is sre_constants.LITERAL:
+        run = ""
+        while i < len(items) and items[i][0] is sre_constants.LITERAL:
+            run += chr(items[i][1])
+            i += 1
+        return {run.casefold()}  # views are case-folded; the pattern is matched ignoring case
+    if op is sre_constants.SUBPATTERN:
+        return _leading_literals(av[3].data)
+    if op is sre_constants.BRANCH:
+        out: set[str] = set()
+        for branch in av[1]:
+            got = _leading_literals(branch.data)
+            if got is None:
+                return None
+            out |= got
+        return out
+    return None
 
 
 @dataclass(frozen=True)
@@ -244,7 +285,7 @@ def parse_patterns(text: str, source: str) -> tuple[list[Pattern], list[str]]:
         if regex.search(""):
             problems.append(f"{source}:{n}: this pattern matches empty text, so it would flag every lead; this line is skipped until it is fixed")
             continue
-        patterns.append(Pattern(group, regex, f"{Path(source).name}:{n}"))
+        patterns.append(Pattern(group, regex, f"{Path(source).name}:{n}", _needles(regex)))
     return patterns, problems
 
 
@@ -326,6 +367,8 @@ class PatternSet:
 def _first(patterns: list[Pattern], text: str) -> tuple[Pattern, str] | None:
     for view in views(text):
         for p in patterns:
+            if p.needles is not None and not any(n in view for n in p.needles):
+                continue
             m = p.regex.search(view)
             if m:  # a zero-width match (lookaheads) shows the text that follows it
                 return p, _short(m.group(0).strip(" .!?;:\n。！？；") or view[m.start():m.start() + 80])

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import openai
 import pytest
