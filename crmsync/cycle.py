@@ -166,8 +166,10 @@ class Cycle:
 
         try:
             if writer is not None:
+                # An earlier run's results first, before any new LLM spend: if the CRM still refuses writes, this
+                # cycle scores nothing it could not write.
+                writer.drain(self.ledger.ids_in_state(LeadState.pending_write))
                 writer.start()
-                writer.add(r.lead_id for r in self.ledger.in_state(LeadState.pending_write))  # an earlier run's results
             buf: list[tuple[str, str, ScoreResult]] = []
             first = 0.0
             try:
@@ -315,8 +317,8 @@ class _Streams:
     # -- rescore -------------------------------------------------------------------------------------
     def _rescore(self) -> Iterator[Lead]:
         c = self.c
-        wanted = [r.lead_id for r in c.ledger.in_state(LeadState.rescore) if r.lead_id not in self.seen]
-        wanted = wanted[: c.config.daemon.fetch_limit]
+        limit = c.config.daemon.fetch_limit
+        wanted = [i for i in c.ledger.ids_in_state(LeadState.rescore, limit + len(self.seen)) if i not in self.seen][:limit]
         if not wanted:
             return
         yield from self._take(c.locked(c.connector.fetch_ids(wanted)))
@@ -424,6 +426,11 @@ class _Writer(threading.Thread):
         batch = list(ids)
         if batch:
             self.inbox.put(batch)
+
+    def drain(self, lead_ids: list[str]) -> None:
+        """Write these now, on the calling thread, in full groups (before the thread starts)."""
+        for i in range(0, len(lead_ids), self.group):
+            self._flush(lead_ids[i : i + self.group])
 
     def finish(self) -> None:
         if self.is_alive():

@@ -253,6 +253,11 @@ class Ledger:
         ).fetchall()
         return [self._row(r) for r in rows]
 
+    def ids_in_state(self, state: LeadState, limit: int | None = None) -> list[str]:
+        """Lead ids in one state, oldest change first: no result is parsed (a backlog may hold thousands)."""
+        sql = "SELECT lead_id FROM leads WHERE crm=? AND state=? ORDER BY updated_at" + (" LIMIT ?" if limit else "")
+        return [r[0] for r in self.db.execute(sql, (self.crm, state.value, *([limit] if limit else [])))]
+
     # -- writes (each one commits: a kill between two of them loses nothing) -------------------------
     def record_result(self, lead_id: str, fp: str, result: ScoreResult) -> None:
         self.record_results([(lead_id, fp, result)])

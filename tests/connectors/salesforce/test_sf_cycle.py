@@ -300,3 +300,23 @@ def test_no_llm_money_once_the_api_share_is_crossed(make_rig: Callable[..., Rig]
         pass
     assert all(rig.lead(rid)["AI_Score__c"] is not None for rid in ids)
     assert rig.oa.request_count() == 40, "nobody paid twice"
+
+
+def test_while_salesforce_refuses_writes_no_new_lead_is_paid_for(make_rig: Callable[..., Rig]) -> None:
+    """Scores from an earlier cycle are written first; while Salesforce is down for them, nothing new is scored."""
+    rig = make_rig(max_write_attempts=5)
+    first = rig.add(3)
+    for rid in first:
+        rig.emu.rejections[rid] = ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
+    assert rig.run().write_errors == 3
+    rig.emu.rejections.clear()
+    later = rig.add(5)
+    rig.emu.script = [("status", 503, "SERVER_UNAVAILABLE")] * 8  # every attempt of the next calls
+    report = rig.run()
+    assert report.errors and report.errors[0].startswith("CRM unavailable"), report.line()
+    assert rig.oa.request_count() == 3, "no new lead was paid for while its score could not be written"
+    rig.emu.script = []
+    again = rig.run()
+    assert again.ok and again.written == 8, again.line()
+    assert all(rig.lead(rid)["AI_Score__c"] is not None for rid in first + later)
+    assert rig.oa.request_count() == 8
