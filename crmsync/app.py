@@ -61,10 +61,10 @@ def build_scorer(config: Config, *, clock: Callable[[], float] = time.monotonic,
         repair_attempts=config.scoring.repair_attempts,
     )
     return Scorer(chain, rubrics or RubricStore(rubric_path(config)), max_input_chars=config.scoring.max_input_chars,
-                  guard=build_guard(config, providers, cooldowns))
+                  guard=build_guard(config, providers, chain))
 
 
-def build_guard(config: Config, providers: dict[str, Provider], cooldowns: Cooldowns) -> Guard:
+def build_guard(config: Config, providers: dict[str, Provider], chain: Chain) -> Guard:
     """The hostile-lead guard ([guard]): bundled + ops patterns, top-tier consistency, the optional guard model.
     Key inputs and fit ranges apply only to inputs this config sends ([fields] inputs)."""
     g = config.guard
@@ -76,8 +76,7 @@ def build_guard(config: Config, providers: dict[str, Provider], cooldowns: Coold
         key_inputs=[k for k in g.key_inputs if k in config.fields.inputs],
         fit={k: (v.min, v.max) for k, v in g.fit.items() if k in config.fields.inputs},
         provider=guard_provider,
-        price=config.prices.get(guard_provider.model) if guard_provider else None,
-        cooldowns=cooldowns,
+        chain=chain,
     )
 
 

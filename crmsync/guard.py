@@ -16,36 +16,28 @@ Every flag comes with a one-line note saying why, put before the model's reasons
 from __future__ import annotations
 
 import json
-import logging
 import re
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .config import PriceConfig
-from .errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
 from .injection import Match, PatternSet, visible
-from .masking import redact
 from .models import (
     MAX_REASON_CHARS,
     MAX_REASONS,
     Hop,
-    HopOutcome,
     Lead,
     ModelAnswer,
     ReviewReason,
     ScoreResult,
     ScoreStatus,
-    Usage,
 )
-from .providers.base import Prompt, Provider, Repair, cost_usd
-from .providers.chain import Cooldowns
+from .providers.base import Prompt, Provider
+from .providers.chain import Chain
 from .rubric import Rubric
 
-log = logging.getLogger("crmsync.guard")
 
 MARK = "\u02c6"  # "ˆ": the datamark of Hines et al. (2024), put in place of every run of whitespace
 _MAX_GUARD_CHARS = 1500  # per field: the guard needs the words, not a pasted novel
@@ -136,16 +128,14 @@ class Guard:
         key_inputs: Sequence[str] = (),
         fit: Mapping[str, tuple[float | None, float | None]] | None = None,
         provider: Provider | None = None,
-        price: PriceConfig | None = None,
-        cooldowns: Cooldowns | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.patterns = patterns
         self.tiers = list(tiers) if tiers else None  # None: the rubric's highest tier
         self.key_inputs = list(key_inputs)
         self.fit = dict(fit or {})
-        self.provider = provider
-        self.price = price
-        self.cooldowns = cooldowns
+        self.provider = provider if chain is not None else None  # asked through the chain: its cooldowns, retries, cost
+        self.chain = chain
 
     def find(self, lead: Lead) -> Match | None:
         """The pattern check on every normalised view of the lead's text: no paid call, but 5-8 ms of CPU (some 200
@@ -217,45 +207,7 @@ class Guard:
 
     def ask(self, lead: Lead, step: int) -> tuple[Hop, GuardVerdict | None]:
         """One guard question (one repair after an invalid answer), as a hop with its tokens and cost."""
-        assert self.provider is not None
-        name, provider = self.provider.name, self.provider
-        base = {"step": step, "provider": name, "model": provider.model, "mode": "guard"}
-        wait = self.cooldowns.remaining(name) if self.cooldowns else 0.0
-        if wait > 0:
-            return Hop(**base, outcome=HopOutcome.cooling_down, detail=f"paused for {wait:.0f}s more"), None
-        prompt = guard_prompt(lead.inputs)
-        started, usage, attempts, repair = time.monotonic(), Usage(), 0, None
-        verdict: GuardVerdict | None = None
-        outcome, detail = HopOutcome.invalid, ""
-        while True:
-            attempts += 1
-            try:
-                reply = provider.score(prompt, repair)
-            except InvalidAnswer as exc:
-                usage = usage + (exc.usage if isinstance(exc.usage, Usage) else Usage())
-                detail = str(exc)
-                if attempts == 1:
-                    repair = Repair(raw=exc.raw or "", problem=str(exc))
-                    continue
-            except (ProviderUnavailable, ProviderRejected) as exc:
-                outcome, detail = (HopOutcome.unavailable if isinstance(exc, ProviderUnavailable) else HopOutcome.rejected), str(exc)
-                if self.cooldowns is not None:
-                    if isinstance(exc, ProviderRejected):
-                        self.cooldowns.rejected(name, str(exc))
-                    else:
-                        self.cooldowns.failed(name, exc.retry_after, str(exc))
-            except Exception as exc:  # a provider bug must not lose the lead: no answer, so the lead is flagged
-                log.exception("guard provider %s crashed", name)
-                outcome, detail = HopOutcome.unavailable, f"{type(exc).__name__}: {exc}"
-            else:
-                usage = usage + reply.usage
-                verdict = GuardVerdict.of(reply.answer)
-                outcome = HopOutcome.ok if attempts == 1 else HopOutcome.repaired
-                if self.cooldowns is not None:
-                    self.cooldowns.succeeded(name)
-            break
-        hop = Hop(
-            **base, outcome=outcome, detail=redact(detail)[:500], latency_s=round(time.monotonic() - started, 3), usage=usage,
-            cost_usd=cost_usd(usage, self.price), attempts=attempts, confidence=verdict.confidence if verdict else None,
-        )
-        return hop, verdict
+        assert self.provider is not None and self.chain is not None
+        hop, answer = self.chain.ask(self.provider, guard_prompt(lead.inputs), step)
+        verdict = GuardVerdict.of(answer) if answer is not None else None
+        return hop.model_copy(update={"mode": "guard", "confidence": verdict.confidence if verdict else None}), verdict

@@ -116,6 +116,15 @@ class Chain:
                 break
         return self._decide(rubric, hops, valid, suspicious)
 
+    def ask(self, provider: Provider, prompt: Prompt, step: int) -> tuple[Hop, ModelAnswer | None]:
+        """One question to one provider outside the chain's order (the guard's): the same cooldowns, retries,
+        repair, failure bookkeeping and cost as any step."""
+        wait = self.cooldowns.remaining(provider.name)
+        if wait > 0:
+            return Hop(step=step, provider=provider.name, model=provider.model, outcome=HopOutcome.cooling_down,
+                       detail=f"paused for {wait:.0f}s more"), None
+        return self._run_step(step, ChainStep(provider=provider.name), provider, prompt)
+
     def outage_summary(self) -> str | None:
         """"no provider answered: fast: HTTP 500: ...; strong: ..." when the latest call to every provider of the
         chain failed (unavailable or refused), else None. For the cycle line and `crmsync score`'s summary."""
