@@ -135,13 +135,9 @@ class HubSpotConnector(Connector):
         """The changes after the bookmark, up to ``until``. When they all fit in ``limit`` (search's ``total`` says
         so) they are read in hs_object_id order, keyset-paged: ⌈changes/200⌉ searches. Otherwise by time (see
         ``_changed_by_time``), so that a partial read leaves a bookmark nothing slips past."""
-        prop = self.options.modified_property
         at, last_id = _epoch_ms(after.modified_at), int(after.lead_id) if after.lead_id.isdigit() else 0
         variants = self._stage_variants(self.options.skip_lifecycle_stages)
-        groups = [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
-                   {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants]
-        groups += [[{"propertyName": prop, "operator": "GT", "value": str(at)},
-                    {"propertyName": prop, "operator": "LTE", "value": str(_epoch_ms(until))}, *v] for v in variants]
+        groups = self._after(at, last_id, _epoch_ms(until), variants)
         pages = self._search_counted(groups, self._read_properties(), lambda: min(SEARCH_PAGE, limit))
         first = next(pages, None)
         if first is None:
@@ -153,6 +149,15 @@ class HubSpotConnector(Connector):
         for record, _ in itertools.chain([first], pages):
             if self._open(record):
                 yield self._lead(record)
+
+    def _after(self, at: int, last_id: int, end: int, variants: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+        """Filter groups for "after the bookmark (at ms, last id), up to end ms": the rest of the bookmark's own
+        millisecond by id, OR any later millisecond (per lifecycle-stage variant)."""
+        prop = self.options.modified_property
+        return [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
+                 {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants] + \
+               [[{"propertyName": prop, "operator": "GT", "value": str(at)},
+                 {"propertyName": prop, "operator": "LTE", "value": str(end)}, *v] for v in variants]
 
     def _search_counted(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int],
                         after_id: int = 0) -> Iterator[tuple[Any, int | None]]:
@@ -186,10 +191,7 @@ class HubSpotConnector(Connector):
         props = self._read_properties()
         while left > 0:
             size = min(SEARCH_PAGE, left)
-            groups = [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
-                       {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants]
-            groups += [[{"propertyName": prop, "operator": "GT", "value": str(at)},
-                        {"propertyName": prop, "operator": "LTE", "value": str(end)}, *v] for v in variants]
+            groups = self._after(at, last_id, end, variants)
             body = {"filterGroups": [{"filters": g} for g in groups], "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
                     "properties": props, "limit": size}
             records = sorted(self.client.search(body).results or [], key=lambda r: (self._ms(r), int(r.id)))
