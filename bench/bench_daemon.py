@@ -9,6 +9,7 @@ the same run, because these machines are shared and noisy.
 
     python bench/bench_daemon.py [--quick]
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The LLM emulator lives in tests/ (no fake ships in crmsync); this bench starts it, and writes the end-to-end
+# tests' setup, as those tests do: both imported by package path (tests.emulators, tests.daemon_helpers).
 sys.path.insert(0, str(ROOT))
 
 from tests.daemon_helpers import COLUMNS, KEY_ENV, lead, write_setup  # noqa: E402
@@ -55,8 +58,15 @@ def child(cmd: list[str], env: dict[str, str], cwd: Path, stdin: str | None = No
     starts it: a child forked straight from this (large) process would count our pages in its peak RSS."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as fh:
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", MEASURE, fh.name, *cmd], env=env, cwd=cwd, input=stdin,
-                           stdin=None if stdin is not None else subprocess.DEVNULL, capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, "-c", MEASURE, fh.name, *cmd],
+            env=env,
+            cwd=cwd,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         m = json.load(open(fh.name))
     if m["rc"] != 0:
@@ -83,8 +93,9 @@ def setup(tmp: Path, emu: OpenAIEmulator, n: int, concurrency: int) -> tuple[Pat
 
 
 def status_tiers(cfg: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "crmsync", "status", "--config", str(cfg)], env=env, cwd=cfg.parent,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "crmsync", "status", "--config", str(cfg)], env=env, cwd=cfg.parent, capture_output=True, text=True
+    ).stdout
     return ", ".join(f"{t} {n}" for t, n in re.findall(r"tier (\w+)\s*│\s*(\d+)", out))
 
 
@@ -106,17 +117,20 @@ def main() -> int:
         assert f"scored {n_cpu}" in out, out[-500:]
         tiers = status_tiers(cfg, env)
         body = dict(emu.requests[before].body)
-        _, cpu_bare, _, _ = child([sys.executable, "-c", BARE_SDK, emu.base_url, emu.api_key, str(n_cpu), "16"], env, tmp,
-                                  stdin=json.dumps(body))
+        _, cpu_bare, _, _ = child(
+            [sys.executable, "-c", BARE_SDK, emu.base_url, emu.api_key, str(n_cpu), "16"], env, tmp, stdin=json.dumps(body)
+        )
         # The same leads again with the guard's top-tier screen pointed at no tier: what the screen itself costs.
         cfg2, env2 = setup(tmp / "cpu-noguard", emu, n_cpu, 16)
         cfg2.write_text(cfg2.read_text() + '\n[guard]\ntiers = ["(none)"]\n')
         _, cpu_ng, _, out = run_once(cfg2, env2)
         assert f"scored {n_cpu}" in out, out[-500:]
         per, per_bare, per_ng = (x / n_cpu * 1000 for x in (cpu, cpu_bare, cpu_ng))
-        print(f"own CPU per lead, run --once over {n_cpu:,} (tiers {tiers}): {per:.2f} ms vs bare SDK {per_bare:.2f} ms "
-              f"→ +{per - per_bare:.2f} ms per lead (ratio {per / per_bare:.2f}); without the guard's top-tier pattern "
-              f"screen +{per_ng - per_bare:.2f} ms (ratio {per_ng / per_bare:.2f})")
+        print(
+            f"own CPU per lead, run --once over {n_cpu:,} (tiers {tiers}): {per:.2f} ms vs bare SDK {per_bare:.2f} ms "
+            f"→ +{per - per_bare:.2f} ms per lead (ratio {per / per_bare:.2f}); without the guard's top-tier pattern "
+            f"screen +{per_ng - per_bare:.2f} ms (ratio {per_ng / per_bare:.2f})"
+        )
 
         # 2. throughput at 500 ms latency
         emu.script("*", delay(0.5))
@@ -136,9 +150,11 @@ def main() -> int:
             bare = [r.at for r in emu.requests[bare_from:]]
             bare_window = max(bare) + 0.5 - min(bare)
             ideal = n / (conc / 0.5)
-            print(f"throughput, concurrency {conc}, 500 ms latency, {n} leads: {ideal / window:.0%} of ideal "
-                  f"({n / window:.1f} leads/s vs {conc / 0.5:.0f}); the bare SDK {ideal / bare_window:.0%} "
-                  f"→ ratio {bare_window / window:.2f}")
+            print(
+                f"throughput, concurrency {conc}, 500 ms latency, {n} leads: {ideal / window:.0%} of ideal "
+                f"({n / window:.1f} leads/s vs {conc / 0.5:.0f}); the bare SDK {ideal / bare_window:.0%} "
+                f"→ ratio {bare_window / window:.2f}"
+            )
         emu.script("*", delay(0.0))
 
         # 3. peak RSS, 2k vs 20k-lead cycle
@@ -149,8 +165,10 @@ def main() -> int:
             _, _, peak, out = run_once(cfg, env)
             assert f"scored {n}" in out, out[-500:]
             rss[n] = peak
-        print(f"peak RSS of one cycle: {small:,} leads {rss[small] / 1024:.0f} MB, {large:,} leads {rss[large] / 1024:.0f} MB "
-              f"→ ratio {rss[large] / rss[small]:.2f}")
+        print(
+            f"peak RSS of one cycle: {small:,} leads {rss[small] / 1024:.0f} MB, {large:,} leads {rss[large] / 1024:.0f} MB "
+            f"→ ratio {rss[large] / rss[small]:.2f}"
+        )
     return 0
 
 

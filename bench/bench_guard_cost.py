@@ -7,6 +7,7 @@ the guard hops' own tokens, and cross-checked against the difference between the
 
 Run: python bench/bench_guard_cost.py
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The LLM emulator lives in tests/ (no fake ships in crmsync); this bench starts it as the tests do, imported
+# by its package path (tests.emulators) with the repo root on the path.
 sys.path.insert(0, str(ROOT))
 
 from tests.emulators import OpenAIEmulator
 
-PRICE = 'input = 0.10\ncached_input = 0.01\ncache_write = 0.125\noutput = 0.50\nas_of = 2026-11-01\n'
+PRICE = "input = 0.10\ncached_input = 0.01\ncache_write = 0.125\noutput = 0.50\nas_of = 2026-11-01\n"
 
 
 def config(base_url: str, guard: bool) -> str:
@@ -40,8 +43,23 @@ def run(base_url: str, guard: bool, tmp: Path) -> tuple[float, list[dict[str, st
     cfg.write_text(config(base_url, guard), encoding="utf-8")
     out = tmp / f"scored-{guard}.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "crmsync", "score", "--config", str(cfg), "--input", str(ROOT / "crmsync/defaults/sample_leads.csv"),
-         "--output", str(out)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=True)
+        [
+            sys.executable,
+            "-m",
+            "crmsync",
+            "score",
+            "--config",
+            str(cfg),
+            "--input",
+            str(ROOT / "crmsync/defaults/sample_leads.csv"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=True,
+    )
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     return sum(float(r["cost_usd"]) for r in rows), rows, proc.stdout
 
@@ -62,8 +80,10 @@ def main() -> None:
     extra = total - base
     print(stdout.strip().splitlines()[-1] if stdout.strip() else "")
     print(f"leads: {len(rows)}, tier A: {top}, screened by the guard model: {screened} ({len(guard_calls)} calls)")
-    print(f"scoring cost without guard: ${base:.6f}; with guard: ${total:.6f}; guard's extra: ${extra:.6f} "
-          f"= {extra / base:.1%} of scoring cost")
+    print(
+        f"scoring cost without guard: ${base:.6f}; with guard: ${total:.6f}; guard's extra: ${extra:.6f} "
+        f"= {extra / base:.1%} of scoring cost"
+    )
     flagged = [(r["id"], r["review_reasons"]) for r in rows if re.search(r"guard|instructions|top_tier", r["review_reasons"])]
     print(f"flagged by the guard: {flagged}")
 

@@ -15,6 +15,7 @@ or the local CRM's seed import included).
 
 Run: python bench/bench_pacing.py [LEADS] [LIMIT_PER_MIN]
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The LLM emulator lives in tests/ (no fake ships in crmsync); this bench starts it as the tests do, imported
+# by its package path (tests.emulators) with the repo root on the path.
 sys.path.insert(0, str(ROOT))
 
 from tests.emulators import OpenAIEmulator, delay  # noqa: E402
@@ -81,8 +84,14 @@ def run(label: str, args: list[str], n: int, limit: int, configured: bool) -> tu
         cfg = write_config(tmp, emu.base_url, limit if configured else None)
         env = {**os.environ, KEY_ENV: emu.api_key}
         env.pop("CRMSYNC_CONFIG", None)
-        cmd = [sys.executable, "-m", "crmsync", *[a.replace("{in}", str(inputs)).replace("{out}", str(tmp / "out.csv")) for a in args],
-               "--config", str(cfg)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "crmsync",
+            *[a.replace("{in}", str(inputs)).replace("{out}", str(tmp / "out.csv")) for a in args],
+            "--config",
+            str(cfg),
+        ]
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
         wall = time.monotonic() - t0

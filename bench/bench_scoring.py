@@ -7,6 +7,7 @@
 
 Run: python bench/bench_scoring.py [N]
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The LLM emulator lives in tests/ (no fake ships in crmsync); this bench starts it as the tests do, imported
+# by its package path (tests.emulators) with the repo root on the path.
 sys.path.insert(0, str(ROOT))
 
 import openai  # noqa: E402
@@ -36,12 +39,14 @@ def leads(n: int) -> list[Lead]:
 
 
 def config(base_url: str, concurrency: int) -> Config:
-    return Config.model_validate({
-        "providers": {"fast": {"type": "openai", "model": "bench", "base_url": base_url, "api_key_env": "BENCH_KEY", "max_retries": 0}},
-        "chain": [{"provider": "fast"}],
-        "scoring": {"concurrency": concurrency},
-        "prices": {"bench": {"input": 0.10, "cached_input": 0.01, "output": 0.50, "as_of": "2026-11-01"}},
-    })
+    return Config.model_validate(
+        {
+            "providers": {"fast": {"type": "openai", "model": "bench", "base_url": base_url, "api_key_env": "BENCH_KEY", "max_retries": 0}},
+            "chain": [{"provider": "fast"}],
+            "scoring": {"concurrency": concurrency},
+            "prices": {"bench": {"input": 0.10, "cached_input": 0.01, "output": 0.50, "as_of": "2026-11-01"}},
+        }
+    )
 
 
 def main(n: int) -> None:
@@ -54,7 +59,9 @@ def main(n: int) -> None:
         prompts = [build_prompt(rubric, lead) for lead in sample]
         t0 = time.perf_counter()
         for p in prompts:
-            client.chat.completions.create(model="bench", messages=[{"role": "system", "content": p.system}, {"role": "user", "content": p.user}])
+            client.chat.completions.create(
+                model="bench", messages=[{"role": "system", "content": p.system}, {"role": "user", "content": p.user}]
+            )
         bare = (time.perf_counter() - t0) / n
         scorer = build_scorer(config(emu.base_url, 1))
         t0 = time.perf_counter()

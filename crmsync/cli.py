@@ -1,4 +1,7 @@
-"""The command line. The only module that imports ``click``."""
+"""The command line: the click group and its commands. ``click`` stays in the CLI modules (this one,
+crmsync/console.py, crmsync/evaluation/cli.py and the other cli_* command modules); an import-linter
+contract keeps it out of the core."""
+
 from __future__ import annotations
 
 import sys
@@ -8,12 +11,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .console import config_option, err, load_for_command, log_level_option, open_ledger, out
+from .console import config_option, err, hold_state_dir, load_for_command, log_level_option, open_ledger, out
 from .errors import ConfigError, CrmsyncError
-from .console import hold_state_dir
 from .instance import stop_on_signals
-
-
 
 _load = load_for_command
 _ledger = open_ledger
@@ -30,8 +30,13 @@ def cli() -> None:
 @click.option("--once", is_flag=True, help="Run one cycle and exit (non-zero when something failed).")
 @click.option("--dry-run", is_flag=True, help="Score and report, but write nothing to the CRM or the ledger.")
 @log_level_option()
-@click.option("--show", type=click.Choice(["some", "all"]), default="some", show_default=True,
-              help="With --once: the first and the flagged scored leads, or every one.")
+@click.option(
+    "--show",
+    type=click.Choice(["some", "all"]),
+    default="some",
+    show_default=True,
+    help="With --once: the first and the flagged scored leads, or every one.",
+)
 def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str, show: str) -> None:
     """Poll the CRM, score new leads, write the scores back."""
     from .app import build_connector, build_scorer
@@ -41,6 +46,7 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str, sho
     config = _load(config_path, log_level)
     hold_state_dir(config, "run")  # one instance per state dir: a second one would pay twice
     scorer = build_scorer(config)
+    click.get_current_context().call_on_close(scorer.close)  # on every way out, exits and errors included
     connector = build_connector(config)
     ledger = _ledger(config)
     if not dry_run:
@@ -60,8 +66,10 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str, sho
             try:
                 from .metrics import Metrics
             except ImportError:
-                raise ConfigError("[daemon] metrics_port is set but prometheus-client is not installed: pip install 'crmsync[metrics]'") from None
-            observer = Metrics()
+                raise ConfigError(
+                    "[daemon] metrics_port is set but prometheus-client is not installed: pip install 'crmsync[metrics]'"
+                ) from None
+            observer = Metrics(config.state_dir, config.learn.drift_psi_alarm)  # the learned model's drift too (issue 15)
             observer.serve(config.daemon.metrics_port, config.daemon.metrics_address)
         sys.exit(Daemon(cycle, config.daemon.interval_s, dry_run=dry_run, observer=observer).run_forever())
     finally:
@@ -72,129 +80,29 @@ def run(config_path: Path | None, once: bool, dry_run: bool, log_level: str, sho
 def _show_results(report: Any) -> None:
     """The kept rows (the first ones and the flagged ones, or all with --show all), best score first."""
     if not report.rows:
-        out.print("No leads needed a score.")
+        out.print(
+            f"{report.batched} lead(s) sent to a batch; their scores land at a later cycle."
+            if report.batched
+            else "No leads needed a score."
+        )
         return
     t = Table(title="Scored leads (advisory)")
     shown = list(report.rows[0].inputs)
     for col in ["id", *shown, "score", "tier", "conf", "review", "why"]:
         t.add_column(col, overflow="fold", max_width=48 if col == "why" else None)
     for r in sorted(report.rows, key=lambda r: -(r.score if r.score is not None else -1)):
-        t.add_row(r.lead_id, *[r.inputs.get(k, "") for k in shown], "-" if r.score is None else str(r.score), r.tier or "-",
-                  "-" if r.confidence is None else f"{r.confidence:.2f}", "yes" if r.needs_review else "", r.why)
+        t.add_row(
+            r.lead_id,
+            *[r.inputs.get(k, "") for k in shown],
+            "-" if r.score is None else str(r.score),
+            r.tier or "-",
+            "-" if r.confidence is None else f"{r.confidence:.2f}",
+            "yes" if r.needs_review else "",
+            r.why,
+        )
     out.print(t)
     if report.rows_hidden:
         out.print(f"({report.rows_hidden} more lead(s) not shown; `--show all` prints every one)")
-
-
-@cli.command()
-@config_option
-@click.option("--input", "-i", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV or JSON Lines (.jsonl) of leads. CSV may be comma, semicolon or tab separated (read from the header).")
-@click.option("--output", "-o", "output_path", type=click.Path(path_type=Path),
-              help="Write results here (.csv or .jsonl), one row per lead as it finishes. Run again with the same file to "
-                   "resume: leads already in it are skipped, failed ones retried. Rows are put into input order at the end.")
-@click.option("--encoding", default="utf-8", show_default=True,
-              help="The input's text encoding, e.g. cp1252 or latin-1 for Excel's plain 'CSV'. A UTF-8 BOM is fine.")
-@click.option("--concurrency", type=click.IntRange(1, 64),  # 64: [scoring] concurrency's own cap
-              help="Leads scored at once, 1 to 64 (default: [scoring] concurrency).")
-@log_level_option("WARNING")
-def score(config_path: Path | None, input_path: Path, output_path: Path | None, encoding: str, concurrency: int | None,
-          log_level: str) -> None:
-    """Score leads from a file, with no CRM at all."""
-    import os
-    import signal
-
-    from rich.progress import Progress
-
-    from . import batch
-    from .app import build_scorer
-
-    try:
-        batch.text_encoding(encoding)
-    except LookupError:
-        raise click.BadParameter(f"unknown encoding {encoding!r} (try utf-8, cp1252, latin-1 or utf-16)", param_hint="'--encoding'") from None
-    config = _load(config_path, log_level)
-    results = batch.ResultsFile(output_path) if output_path else None
-    try:  # every check before the first paid call
-        if output_path:
-            batch.check_output_path(output_path, input_path)
-        lead_file = batch.read_lead_file(input_path, config, encoding)
-        for warning in lead_file.warnings:
-            err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-        scorer = build_scorer(config)
-        resumed = results.open() if results else batch.Resumed()
-    except batch.FileProblem as exc:
-        err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    leads = lead_file.leads
-    todo = [lead for lead in leads if lead.id not in resumed.done]
-    if results and (resumed.done or resumed.retried or resumed.cut_off):
-        again = [f"{resumed.retried} that failed before are tried again"] if resumed.retried else []
-        again += ["a last row cut off mid-write was dropped; that lead is scored again"] if resumed.cut_off else []
-        err.print(f"resuming: {len(leads) - len(todo)} of {len(leads)} leads already in {output_path}" + "".join(f"; {a}" for a in again),
-                  markup=False, highlight=False, soft_wrap=True)
-        if len(resumed.rubrics) > 1 or (resumed.rubrics and scorer.rubric.version not in resumed.rubrics):
-            versions = ", ".join(f"{v} ({n})" for v, n in sorted(resumed.rubrics.items()))
-            err.print(f"note: rows already in {output_path} were scored with rubric {versions}; this run uses {scorer.rubric.version}",
-                      style="yellow", markup=False, highlight=False, soft_wrap=True)
-    tally = batch.Tally()
-    stopped: list[int] = []
-
-    def stop_gently(signum: int, _frame: Any) -> None:  # like the daemon: no new lead starts, those in flight are kept
-        if stopped:  # the second Ctrl+C: quit now, without waiting for requests in flight
-            if results:
-                results.close()
-                err.print(f"interrupted: {results.written} result(s) of this run are in {output_path}; run the same command "
-                          "again to resume (leads that were in flight are scored again)", markup=False, highlight=False, soft_wrap=True)
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        stopped.append(signum)
-        err.print("stopping: no new lead starts; the ones in flight finish and are written (Ctrl+C again to quit now)",
-                  markup=False, highlight=False, soft_wrap=True)
-
-    handlers = {sig: signal.signal(sig, stop_gently) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with Progress(console=err, disable=not err.is_terminal) as progress:
-            task = progress.add_task("scoring", total=len(todo))
-            for lead, result in scorer.score_many(todo, concurrency or config.scoring.concurrency, stop=lambda: bool(stopped)):
-                tally.add(result)
-                if results:
-                    results.write(batch.result_row(lead, result))
-                progress.advance(task)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        if results:
-            results.close()
-    if results and (note := results.sort({lead.id: n for n, lead in enumerate(leads)})):
-        err.print(f"note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    if not todo:
-        out.print(f"nothing to score: all {len(leads)} leads are already in {output_path}", markup=False, soft_wrap=True)
-        sys.exit(0)
-    t = Table(title=tally.headline(scorer.rubric.version, planned=len(todo)))
-    t.add_column("")
-    t.add_column("count", justify="right")
-    for tier, n in sorted(tally.tiers.items()):
-        t.add_row(f"tier {tier}", str(n))
-    for label, n in (("flagged for review", tally.flagged), ("escalations", tally.escalations), ("fallbacks", tally.fallbacks),
-                     ("unscorable", tally.unscorable), ("failures", tally.failures)):
-        t.add_row(label, str(n))
-    t.add_row("cost, total", f"${tally.cost_total:.6f}")
-    t.add_row("cost per lead", f"${tally.cost_per_lead:.6f}")
-    out.print(t)
-    if tally.failures and (why := scorer.chain.outage_summary()):  # the cause, on its own line: too long for a title
-        out.print(why, style="yellow", markup=False, highlight=False, soft_wrap=True)
-        if output_path:
-            out.print("the failed leads are tried again when you run the same command again", markup=False)
-    if len(todo) < len(leads):
-        out.print(f"{len(leads) - len(todo)} more lead(s) were already in {output_path} and not scored again", markup=False)
-    if output_path:
-        out.print(f"results: {output_path}", markup=False)
-    if stopped:
-        err.print(f"stopped: {tally.leads} of {len(todo)} leads done" + (f" and written to {output_path}; run the same command "
-                  "again to resume" if output_path else ""), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(128 + stopped[0])
-    sys.exit(1 if tally.failures else 0)
 
 
 @cli.command()
@@ -207,7 +115,7 @@ def status(config_path: Path | None) -> None:
     t = Table(title=f"crmsync ledger ({config.crm.type})")
     t.add_column("")
     t.add_column("value", justify="right")
-    for state in ("written", "pending_write", "parked", "failed", "rescore", "human", "external"):
+    for state in ("written", "pending_write", "parked", "failed", "rescore", "human", "external", "batched"):
         label = "adopted (scored elsewhere)" if state == "external" else state.replace("_", " ")
         t.add_row(label, str(s["states"].get(state, 0)))
     t.add_row("flagged for review", str(s["flagged"]))
@@ -226,8 +134,19 @@ def status(config_path: Path | None) -> None:
     for f in ledger.provider_failures():  # an outage must be visible here, not only in the ledger
         when = f["at"][:19].replace("T", " ")
         answered = f"last answer {f['last_answer'][:19].replace('T', ' ')} UTC" if f["last_answer"] else "no answer recorded"
-        out.print(f"provider {f['provider']}: last failure {when} UTC ({f['outcome']}): {f['cause'] or 'cause not kept'}; {answered}",
-                  style="yellow", markup=False, highlight=False, soft_wrap=True)
+        out.print(
+            f"provider {f['provider']}: last failure {when} UTC ({f['outcome']}): {f['cause'] or 'cause not kept'}; {answered}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    for line in batch_lines(ledger):  # issue 14: outstanding provider batches, their age and counts; the saving
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    from .learning.status import drift_lines  # issue 15: the serving learned model's drift against its training window
+
+    for line in drift_lines(config.state_dir, config.learn.drift_psi_alarm):
+        out.print(line, style="yellow" if "DRIFT" in line else None, markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -253,13 +172,17 @@ def check(config_path: Path | None) -> None:
 @click.option("--lead", "lead_ids", multiple=True, help="Only this lead id (repeatable).")
 @click.option("--all", "all_leads", is_flag=True, help="Every scored lead (needs no other filter).")
 @click.option("--include-parked", is_flag=True, help="Also leads whose write was parked.")
-def rescore(config_path: Path | None, rubric_version: str | None, tier: str | None, lead_ids: tuple[str, ...], all_leads: bool, include_parked: bool) -> None:
+def rescore(
+    config_path: Path | None, rubric_version: str | None, tier: str | None, lead_ids: tuple[str, ...], all_leads: bool, include_parked: bool
+) -> None:
     """Ask for fresh scores at the next cycle (after a rubric change). Reviewed leads are never touched."""
     if not (rubric_version or tier or lead_ids or all_leads):
         raise click.UsageError("give a filter (--rubric-version, --tier, --lead) or --all")
     config = _load(config_path, "WARNING")
     hold_state_dir(config, "rescore")
-    n = _ledger(config).request_rescore(rubric_version=rubric_version, tier=tier, lead_ids=list(lead_ids) or None, include_parked=include_parked)
+    n = _ledger(config).request_rescore(
+        rubric_version=rubric_version, tier=tier, lead_ids=list(lead_ids) or None, include_parked=include_parked
+    )
     out.print(f"{n} lead(s) will be rescored at the next cycle")
 
 
@@ -286,55 +209,21 @@ def fields_create(config_path: Path | None) -> None:
     out.print("created: " + ", ".join(created) if created else "nothing to create: every output field exists")
 
 
-@cli.group()
-def ledger() -> None:
-    """Back up and recover the ledger (README, Operations: Recovery)."""
-
-
-@ledger.command("backup")
-@config_option
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
-def ledger_backup(config_path: Path | None, dest: Path) -> None:
-    """Copy the ledger to DEST with SQLite's online backup: safe while crmsync runs, so it takes no lock."""
-    config = _load(config_path, "WARNING")
-    source = _ledger(config)
-    try:
-        size = source.backup(dest)
-    finally:
-        source.close()
-    out.print(f"ledger {source.path} backed up to {dest} ({size} bytes)", markup=False, highlight=False, soft_wrap=True)
-
-
-@ledger.command("rebuild")
-@config_option
-def ledger_rebuild(config_path: Path | None) -> None:
-    """Rebuild the ledger from the CRM after losing it: no LLM call, nothing rescored whose inputs are unchanged."""
-    from .app import build_connector
-    from .rebuild import rebuild
-
-    config = _load(config_path, "INFO")
-    hold_state_dir(config, "ledger rebuild")
-    connector = build_connector(config)
-    store = _ledger(config)
-    try:
-        counts = rebuild(config, connector, store)
-    finally:
-        connector.close()
-        store.close()
-    out.print(
-        f"ledger rebuilt from the CRM: {counts['written']} scored by crmsync with unchanged inputs (kept), "
-        f"{counts['rescore']} with changed inputs (rescored next cycle), {counts['adopted']} scored without an input "
-        f"hash (adopted, left alone), {counts['human']} decided by a reviewer, {counts['unscored']} unscored, "
-        f"{counts['kept']} already in the ledger. No LLM call was made.", markup=False, highlight=False, soft_wrap=True)
-    if not config.fields.outputs.input_hash:
-        out.print("note: [fields.outputs] input_hash is not mapped, so crmsync cannot tell its own scores from others'; "
-                  "map it (see config.example.toml) so a future rebuild can.", style="yellow", markup=False, highlight=False)
-
-
-# eval and labels live in their own package; registered here like any other command group.
+# Commands in their own modules, attached here like any other command group.
+from .cli_batches import batch_lines, batches  # noqa: E402  (issue 14: crmsync batches list|cancel)
+from .cli_ledger import ledger  # noqa: E402
+from .cli_plugins import plugins  # noqa: E402
+from .cli_score import score  # noqa: E402
 from .evaluation.cli import register as _register_eval  # noqa: E402
 
+cli.add_command(score)
+cli.add_command(ledger)
+cli.add_command(plugins)
+cli.add_command(batches)
 _register_eval(cli)
+from .cli_train import register as _register_train  # noqa: E402  (issue 15: crmsync train ...)
+
+_register_train(cli)
 
 
 def main() -> None:

@@ -8,19 +8,21 @@ A connector is registered under the entry-point group ``crmsync.connectors``; th
 
 and runs ``crmsync.testing.ConnectorContract`` against its own connector.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .config import FieldsConfig
 from .models import CrmLead, Problem, WriteOutcome
+from .support import LabelRecord as LabelRecord  # lives beside the one harvesting rule (support.labels)
 
 
 class ConnectorOptions(BaseModel):
@@ -39,17 +41,6 @@ class ScoreUpdate:
 
     lead_id: str
     values: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class LabelRecord:
-    """A known outcome for a lead, harvested for evaluation: a reviewer's decision or a conversion."""
-
-    lead_id: str
-    inputs: dict[str, Any]
-    outcome: Literal["qualified", "unqualified"]
-    source: Literal["review", "conversion"]
-    decided_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -159,8 +150,8 @@ class Connector(ABC):
         """Yield the current state of these leads (for an admin's rescore). The default scans the changed
         stream from the epoch; override it where the CRM can read records by id."""
         wanted = set(ids)
-        epoch = Bookmark(datetime(1970, 1, 1, tzinfo=timezone.utc))
-        for lead in self.fetch_changed(epoch, datetime.now(timezone.utc), 10_000_000):
+        epoch = Bookmark(datetime(1970, 1, 1, tzinfo=UTC))
+        for lead in self.fetch_changed(epoch, datetime.now(UTC), 10_000_000):
             if lead.id in wanted:
                 wanted.discard(lead.id)
                 yield lead
@@ -172,7 +163,9 @@ class Connector(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot create fields; create them by hand (see `crmsync check`).")
 
     def fetch_labels(self) -> Iterator[LabelRecord]:
-        """Yield leads with a known outcome (a reviewer's decision, a conversion). Optional."""
+        """Yield leads with a known outcome (a reviewer's decision, a conversion, a lost lead). Optional. Ask the CRM
+        for the records that may carry one, and let ``crmsync.support.harvest_label`` decide each record's label
+        (the one rule every connector shares: review, then conversion, then disqualified)."""
         raise NotImplementedError(f"{type(self).__name__} does not harvest labels.")
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
 """What every command shares: the consoles, loading the config with logging set up, opening the ledger."""
+
 from __future__ import annotations
 
 import sys
@@ -15,16 +16,27 @@ from .state import Ledger
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # wide enough to read in a log or a pipe
 err = Console(stderr=True)
-config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="CRMSYNC_CONFIG",
-                             help="The TOML config file. Default: the embedded default (local CRM, local model).")
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="CRMSYNC_CONFIG",
+    help="The TOML config file. Default: the embedded default (local CRM, local model).",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def log_level_option(default: str = "INFO") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--log-level``, one definition for every command: a typo is a usage error listing the choices, not a
     traceback from ``logging``; any case is accepted and passed on upper-case."""
-    return click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=default, show_default=True,
-                        help="How much crmsync logs on stderr (any case): DEBUG shows every provider call and decision.")
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=default,
+        show_default=True,
+        help="How much crmsync logs on stderr (any case): DEBUG shows every provider call and decision.",
+    )
 
 
 def load_for_command(config_path: Path | None, log_level: str = "INFO") -> Config:

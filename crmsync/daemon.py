@@ -1,12 +1,13 @@
 """The long-running process: APScheduler 3.x polls on an interval; SIGTERM/SIGINT stop it cleanly.
 The only module that imports ``apscheduler``."""
+
 from __future__ import annotations
 
 import logging
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -37,7 +38,7 @@ class Daemon:
             started = time.monotonic()
             self.last = self.cycle.run(dry_run=self.dry_run, stop=self.stopping.is_set)
             if self.observer:
-                self.observer.observe(self.last, time.monotonic() - started, getattr(self.cycle.scorer.rubrics, "last_error", None))
+                self.observer.observe(self.last, time.monotonic() - started, self.cycle.scorer.rubric_error)
         except LedgerError as exc:  # found before any LLM call: nothing paid; say what to fix, try again next interval
             log.error("%s (next try in %ss)", exc, self.interval_s)
         except Exception:  # a bug in one cycle must not kill the service: log it, try again next interval
@@ -50,10 +51,18 @@ class Daemon:
     def run_forever(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
+        scheduler = BackgroundScheduler(timezone=UTC)
         # One cycle at a time; a late run is merged, not stacked.
-        scheduler.add_job(self._job, "interval", seconds=self.interval_s, next_run_time=datetime.now(timezone.utc),
-                          max_instances=1, coalesce=True, misfire_grace_time=None, id="cycle")
+        scheduler.add_job(
+            self._job,
+            "interval",
+            seconds=self.interval_s,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="cycle",
+        )
         scheduler.start()
         log.info("crmsync daemon started: a cycle every %ss%s", self.interval_s, " (dry run)" if self.dry_run else "")
         while not self.stopping.wait(1.0):

@@ -1,4 +1,5 @@
 """One error taxonomy, grouped by what the caller should do about it."""
+
 from __future__ import annotations
 
 

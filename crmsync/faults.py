@@ -1,6 +1,7 @@
 """What each way the state directory or the ledger can be unusable means: one LedgerError naming the file, what
 happened and what to do. Kept apart from state.py (which meets the errors) so every message a person may see about
 the ledger is in one place; no sqlite3 here, only the error names it reports."""
+
 from __future__ import annotations
 
 import errno
@@ -10,8 +11,7 @@ from pathlib import Path
 
 from .errors import LedgerError
 
-RESTORE = ("restore your last backup, or rebuild it from the CRM with `crmsync ledger rebuild` "
-           "(README, Operations: Recovery)")
+RESTORE = "restore your last backup, or rebuild it from the CRM with `crmsync ledger rebuild` (README, Operations: Recovery)"
 
 
 def size(n: int) -> str:

@@ -13,6 +13,7 @@ for a lead bound for a top tier (``[guard] tiers``, default the rubric's highest
 
 Every flag comes with a one-line note saying why, put before the model's reasons (the CRM's reasons field shows it).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,6 @@ from .models import (
 from .providers.base import Prompt, Provider
 from .providers.chain import Chain
 from .rubric import Rubric
-
 
 MARK = "\u02c6"  # "ˆ": the datamark of Hines et al. (2024), put in place of every run of whitespace
 _MAX_GUARD_CHARS = 1500  # per field: the guard needs the words, not a pasted novel
@@ -170,18 +170,23 @@ class Guard:
             hop, verdict = self.ask(lead, step=len(hops))
             hops.append(hop)
             if verdict is None:
-                flag(ReviewReason.guard_no_answer, f"the guard model gave no answer ({hop.outcome.value}), so tier {result.tier} is not given unchecked")
+                flag(
+                    ReviewReason.guard_no_answer,
+                    f"the guard model gave no answer ({hop.outcome.value}), so tier {result.tier} is not given unchecked",
+                )
             elif verdict.addresses_ai:
                 flag(ReviewReason.guard_flagged, f"the guard model says the text addresses an AI or steers the score: {verdict.why}")
         if not notes and hops == result.hops:
             return result
-        return result.model_copy(update={
-            "review_reasons": reasons,
-            "needs_review": result.needs_review or bool(reasons),
-            # one note first (the CRM's reasons field shows it), the model's reasons after: still at most three
-            "reasons": ([_note(notes)] if notes else []) + result.reasons[: MAX_REASONS - 1 if notes else MAX_REASONS],
-            "hops": hops,
-        })
+        return result.model_copy(
+            update={
+                "review_reasons": reasons,
+                "needs_review": result.needs_review or bool(reasons),
+                # one note first (the CRM's reasons field shows it), the model's reasons after: still at most three
+                "reasons": ([_note(notes)] if notes else []) + result.reasons[: MAX_REASONS - 1 if notes else MAX_REASONS],
+                "hops": hops,
+            }
+        )
 
     def inconsistencies(self, lead: Lead, result: ScoreResult) -> list[str]:
         """Why a top-tier score does not fit the lead's own key inputs (empty: it does)."""

@@ -6,6 +6,7 @@ ledger or the CRM (`run`, `rescore`, `labels pull`, `ledger rebuild`) first take
 a stale file never blocks. The holder writes who it is (pid, host, command, since when) into that same file,
 so a second instance can name it. Read-only commands (`status`, `check`, `ledger backup`) take no lock.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -32,16 +33,25 @@ def hold_state_dir(state_dir: Path, command: str) -> FileLock:
     """Take ``state_dir`` (release the returned lock when done; the kernel does if the process dies), or raise
     AlreadyRunningError naming the holder."""
     path = state_dir / LOCK_FILE
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-              "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
 
     def publish(fd: int) -> None:  # runs with the lock held; a contender never truncates (filelock opens without O_TRUNC)
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
-    lock = FileLock(path, timeout=0, thread_local=False, preserve_lock_file=True,
-                    fallback_to_soft=False,  # a lock file without a kernel lock would outlive a kill -9
-                    on_acquired=publish)
+    lock = FileLock(
+        path,
+        timeout=0,
+        thread_local=False,
+        preserve_lock_file=True,
+        fallback_to_soft=False,  # a lock file without a kernel lock would outlive a kill -9
+        on_acquired=publish,
+    )
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()

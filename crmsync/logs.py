@@ -1,12 +1,13 @@
 """Logging set-up: one line per event on stderr (journald adds the timestamp under systemd), with every
-secret's value masked (crmsync.masking), whatever code path tries to print it."""
+secret's value masked (crmsync.support), whatever code path tries to print it."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 
-from .masking import SECRETS, redact, register_secret
+from .support import SECRETS, redact, register_secret
 
 
 class RedactSecrets(logging.Filter):

@@ -5,16 +5,17 @@ was made from: a lead whose fingerprint still matches is recorded as written (ne
 inputs changed since is queued for a fresh score. A score without a fingerprint (another tool's, or written
 before the field was mapped) is adopted and left alone. Reviewer decisions are recorded as such.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .config import Config
 from .connector import Bookmark, Connector
-from .state import Ledger, LeadState, fingerprint
+from .state import LeadState, Ledger, fingerprint
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rebuild(config: Config, connector: Connector, ledger: Ledger) -> Counter[str]:
@@ -31,7 +32,7 @@ def rebuild(config: Config, connector: Connector, ledger: Ledger) -> Counter[str
         batch.clear()
         kinds.clear()
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for lead in connector.fetch_changed(Bookmark(EPOCH), now, 100_000_000):
         fp = fingerprint(lead.inputs)
         if lead.review_decision:

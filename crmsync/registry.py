@@ -1,33 +1,59 @@
-"""Finds connectors through the ``crmsync.connectors`` entry-point group (built-ins included)."""
+"""Finds plugins through entry-point groups, built-ins included: connectors (``crmsync.connectors``, the
+``[crm] type``) and providers (``crmsync.providers``, each ``[providers.NAME] type``). One lookup, one set of
+errors, one check that what the entry point names is the kind of plugin it claims to be.
+
+Generic on purpose: the caller passes the base class, so this module imports no plugin contract and the
+config (which validates each provider's options at load time) can use it.
+"""
+
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
-from .connector import Connector
 from .errors import ConfigError
 
-GROUP = "crmsync.connectors"
+CONNECTORS = "crmsync.connectors"
+PROVIDERS = "crmsync.providers"
+
+_NOUN = {CONNECTORS: "connector", PROVIDERS: "provider"}
+#: Built-ins whose SDK is an extra: the extra to name when the import fails.
+_EXTRAS = {CONNECTORS: {"salesforce": "salesforce", "hubspot": "hubspot"}, PROVIDERS: {"llamacpp": "local"}}
+_HINT = {CONNECTORS: " Salesforce and HubSpot need their extras: pip install 'crmsync[salesforce]' or 'crmsync[hubspot]'."}
 
 
-def available() -> list[str]:
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+class PluginError(ConfigError):
+    """A ``type`` that names no usable plugin. ``reason`` is the message without the ``where = name`` part."""
+
+    def __init__(self, where: str, name: str, reason: str) -> None:
+        super().__init__(f"{where} = {name!r}: {reason}")
+        self.reason = reason
 
 
-def load_connector_class(name: str) -> type[Connector]:
-    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+def available(group: str) -> list[str]:
+    """The installed names in ``group``, sorted."""
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def _entry_point(group: str, name: str, where: str) -> EntryPoint:
+    matches = [ep for ep in entry_points(group=group) if ep.name == name]
     if not matches:
-        raise ConfigError(
-            f"[crm] type = {name!r}: no such connector. Installed: {', '.join(available()) or 'none'}. "
-            f"Salesforce and HubSpot need their extras: pip install 'crmsync[salesforce]' or 'crmsync[hubspot]'."
-        )
+        installed = ", ".join(available(group)) or "none"
+        raise PluginError(where, name, f"no such {_NOUN[group]}. Installed: {installed}.{_HINT.get(group, '')}")
+    return matches[0]
+
+
+def load_class(group: str, name: str, base: type, where: str) -> type[Any]:
+    """The class registered as ``name`` in ``group``; it must subclass ``base``. ``where`` names the config key
+    in errors (``[crm] type``, ``providers.fast.type``)."""
+    ep = _entry_point(group, name, where)
+    noun = _NOUN[group]
     try:
-        cls = matches[0].load()
+        cls = ep.load()
     except ImportError as exc:
-        extra = {"salesforce": "salesforce", "hubspot": "hubspot"}.get(name, name)
-        raise ConfigError(
-            f"[crm] type = {name!r}: the connector is registered but cannot be imported ({exc}). "
-            f"Install its extra: pip install 'crmsync[{extra}]'."
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, Connector)):
-        raise ConfigError(f"[crm] type = {name!r}: entry point {matches[0].value} is not a crmsync Connector.")
+        extra = _EXTRAS[group].get(name)
+        fix = f"Install its extra: pip install 'crmsync[{extra}]'." if extra else "Reinstall the package that provides it."
+        raise PluginError(where, name, f"the {noun} is registered but cannot be imported ({exc}). {fix}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(where, name, f"entry point {ep.value} is not a crmsync {base.__name__}.")
     return cls

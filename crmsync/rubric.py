@@ -13,6 +13,7 @@
 Lead data is never spliced into this text: it goes to the model as a separate JSON block after it, so lead
 text cannot rewrite the rules and the rubric stays a stable, cacheable prefix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,7 +90,9 @@ def parse_rubric(text: str, path: str) -> Rubric:
     try:
         end = next(i for i in range(1, len(lines)) if lines[i].strip() == FENCE)
     except StopIteration:
-        raise RubricError(f"{path}:1: the front-matter block opened with `+++` is never closed. Add a line `+++` after the settings.") from None
+        raise RubricError(
+            f"{path}:1: the front-matter block opened with `+++` is never closed. Add a line `+++` after the settings."
+        ) from None
     try:
         data = tomllib.loads("\n".join(lines[1:end]))
     except tomllib.TOMLDecodeError as exc:
@@ -128,7 +131,7 @@ def parse_rubric(text: str, path: str) -> Rubric:
 def _front_line(front_lines: list[str], key: str) -> int | None:
     for i, line in enumerate(front_lines):
         s = line.strip()
-        if s.startswith(f"{key} ") or s.startswith(f"{key}=") or s == f"[{key}]":
+        if s.startswith((f"{key} ", f"{key}=")) or s == f"[{key}]":
             return i + 2  # +1 for 1-based, +1 for the opening fence
     return None
 

@@ -1,225 +1,49 @@
-"""The ledger: what crmsync knows about each lead, in one embedded SQLite file. The only module that
-imports ``sqlite3`` for crmsync's own state.
+"""The ledger: what crmsync knows about each lead, in one embedded SQLite file. Its queries live here; opening,
+probing and the transaction helper in crmsync/ledger_file.py; the schema in crmsync/ledger_schema.py.
 
 A score is stored before it is written to the CRM, so a crash never costs a second LLM call: the next run
 writes what was scored but not written. A lead is rescored only when its mapped inputs change (by
 fingerprint) or an admin asks; never because crmsync's own write bumped its modified time.
 """
+
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
-import os
-import shutil
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-from .masking import redact  # every stored string passes it: no secret value lands in the ledger
-from .errors import CrmsyncError, LedgerError
-from .faults import RESTORE, damaged, detail, empty, fault, size
-from .models import ScoreResult
+from .ledger_file import LedgerFile
+from .ledger_schema import MIGRATIONS, LeadState, LedgerRow, _now, fingerprint
+from .models import Hop, ScoreResult
+from .support import redact  # every stored string passes it: no secret value lands in the ledger
+
+__all__ = ["MIGRATIONS", "LeadState", "Ledger", "LedgerRow", "fingerprint"]
 
 
-class LeadState(str, Enum):
-    pending_write = "pending_write"  # scored, stored, not yet in the CRM
-    written = "written"
-    parked = "parked"  # the CRM kept rejecting the write: a person must look (reason stored)
-    failed = "failed"  # every provider was down: no score, retried next cycle
-    rescore = "rescore"  # an admin asked for a fresh score
-    human = "human"  # a reviewer decided: crmsync never overwrites this lead
-    external = "external"  # scored by someone else (another tool, a lost ledger): left alone unless its inputs change
+def call_rows(now: str, crm: str, lead_id: str, hops: Iterable[Hop]) -> list[tuple[Any, ...]]:
+    """Rows of the ``calls`` table (what was spent, per request) for the hops that reached a provider."""
+    return [
+        (
+            now,
+            crm,
+            lead_id,
+            h.provider,
+            h.model,
+            h.outcome.value,
+            h.usage.input_tokens,
+            h.usage.cached_input_tokens,
+            h.usage.cache_write_tokens,
+            h.usage.output_tokens,
+            h.cost_usd,
+        )
+        for h in hops
+        if h.attempts
+    ]
 
 
-def fingerprint(inputs: dict[str, Any]) -> str:
-    """A stable hash of the mapped inputs (and only them)."""
-    canon = json.dumps({k: ("" if v is None else str(v)) for k, v in sorted(inputs.items())}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canon.encode()).hexdigest()[:20]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-# Numbered migrations: append, never edit. Each runs once, in order, in one transaction.
-MIGRATIONS: list[str] = [
-    # 1: initial schema
-    """
-        CREATE TABLE leads (
-            crm TEXT NOT NULL, lead_id TEXT NOT NULL,
-            fingerprint TEXT, rubric_version TEXT, state TEXT NOT NULL,
-            result_json TEXT, score INTEGER, tier TEXT, confidence REAL, needs_review INTEGER,
-            cost_usd REAL NOT NULL DEFAULT 0,
-            write_attempts INTEGER NOT NULL DEFAULT 0, score_attempts INTEGER NOT NULL DEFAULT 0,
-            last_error TEXT, scored_at TEXT, written_at TEXT, updated_at TEXT NOT NULL,
-            PRIMARY KEY (crm, lead_id));
-        CREATE INDEX leads_state ON leads (crm, state);
-        CREATE TABLE calls (
-            ts TEXT NOT NULL, crm TEXT NOT NULL, lead_id TEXT NOT NULL, provider TEXT, model TEXT, outcome TEXT,
-            input_tokens INTEGER, cached_input_tokens INTEGER, cache_write_tokens INTEGER, output_tokens INTEGER,
-            cost_usd REAL NOT NULL DEFAULT 0);
-        CREATE INDEX calls_ts ON calls (ts);
-        CREATE TABLE cursors (crm TEXT PRIMARY KEY, since TEXT);
-        CREATE TABLE labels (
-            crm TEXT NOT NULL, lead_id TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,
-            inputs_json TEXT NOT NULL, decided_at TEXT, pulled_at TEXT NOT NULL,
-            PRIMARY KEY (crm, lead_id, source));
-    """,
-    # 2: one bookmark per fetch stream (unscored: an id keyset; changed: modified time + id). Replaces cursors.
-    """
-        CREATE TABLE bookmarks (
-            crm TEXT NOT NULL, stream TEXT NOT NULL, modified_at TEXT, lead_id TEXT NOT NULL DEFAULT '',
-            updated_at TEXT NOT NULL, PRIMARY KEY (crm, stream));
-        INSERT INTO bookmarks (crm, stream, modified_at, lead_id, updated_at)
-            SELECT crm, 'changed', since, '', since FROM cursors WHERE since IS NOT NULL;
-    """,
-]
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    lead_id: str
-    state: LeadState
-    fingerprint: str | None
-    rubric_version: str | None
-    result: ScoreResult | None
-    write_attempts: int
-    last_error: str | None
-
-
-# -- opening and probing (messages: crmsync/faults.py). The file is never replaced or "repaired" here: a ledger
-# crmsync cannot trust is a person's decision.
-PROBE_BYTES = 64 * 1024  # the probe commits this much: a disk that cannot take it cannot take a cycle's results
-MIN_FREE_BYTES = 8 * 1024 * 1024  # below this on the ledger's disk, refuse to start paying for scores
-
-
-def _check_intact(db: sqlite3.Connection, path: Path) -> None:
-    """A cut-short or damaged file is refused at open, not discovered halfway through a paid cycle."""
-    page = db.execute("PRAGMA page_size").fetchone()[0]
-    nbytes = path.stat().st_size
-    if nbytes % page:
-        raise damaged(path, f"is cut short ({nbytes} bytes is not a whole number of {page}-byte pages)")
-    verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-    if verdict != "ok":
-        raise damaged(path, f"is damaged (integrity check: {verdict})")
-
-
-class Ledger:
-    """One crm's view of the ledger file. Thread-safe: scoring threads record results as they finish."""
-
-    def __init__(self, path: Path, crm: str) -> None:
-        """Open the ledger; a missing file is a fresh start. Raises LedgerError (the file left as is) when it is
-        empty, damaged, not a database, or cannot be opened."""
-        self.path = path
-        self.crm = crm
-        self._lock = threading.Lock()
-        try:
-            if not path.exists():
-                self._create(path)
-            elif path.stat().st_size == 0:  # never taken as new: that would rescore and repay every lead
-                raise empty(path)
-            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._inode = path.stat().st_ino
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a recorded score survives a power cut
-            _check_intact(self.db, path)
-            self._migrate()
-        except BaseException as exc:
-            if hasattr(self, "db"):
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.close()  # leaves no -wal/-shm beside a file it refused
-            if isinstance(exc, (sqlite3.Error, OSError)):
-                raise fault(path, exc) from None
-            raise
-
-    def _create(self, path: Path) -> None:
-        """A new ledger is built under a temporary name and renamed when whole: a crash during the first start
-        never leaves an empty or half-made file where the ledger belongs."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".new")
-        tmp.unlink(missing_ok=True)  # left by a crash during an earlier first start: it never held a score
-        self.db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            self._migrate()
-        finally:
-            self.db.close()
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename itself survives a power cut
-        finally:
-            os.close(fd)
-
-    def probe_writable(self, min_free_bytes: int = MIN_FREE_BYTES) -> None:
-        """Raise LedgerError unless this cycle's results can be recorded. Call it before the first LLM call of a
-        cycle: a read-only ledger, a full disk or a deleted file then costs nothing. It commits a real write of
-        PROBE_BYTES to a scratch table (not ledger data, so not a migration)."""
-        try:
-            if not self.path.exists() or self.path.stat().st_ino != self._inode:
-                raise LedgerError(
-                    f"the ledger {self.path} was deleted or replaced while crmsync was running: results would go to a "
-                    f"file no one can see. Fix: stop crmsync; {RESTORE}; then start it again."
-                )
-            free = shutil.disk_usage(self.path.parent).free
-            if free < min_free_bytes:
-                raise fault(self.path, OSError(errno.ENOSPC, f"only {size(free)} free, below the {size(min_free_bytes)} crmsync keeps in reserve"))
-            with self._lock:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    self.db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL, pad BLOB NOT NULL)")
-                    self.db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?, zeroblob(?))", (_now(), PROBE_BYTES))
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    if self.db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self.db.execute("ROLLBACK")
-                    raise
-        except (sqlite3.Error, OSError) as exc:
-            raise fault(self.path, exc) from None
-
-    def fault(self, exc: BaseException) -> LedgerError:
-        """The one clear message for a sqlite3/OS error met while using this ledger (for callers outside state.py)."""
-        return fault(self.path, exc)
-
-    def backup(self, dest: Path) -> int:
-        """Copy the ledger with SQLite's online backup (consistent while crmsync runs); returns the bytes written.
-        Written under a temporary name and renamed when checked: a half-written backup never has the real name."""
-        if dest.exists():
-            raise CrmsyncError(f"{dest} already exists: a backup never overwrites a file. Fix: choose a new name.")
-        tmp = dest.with_name(dest.name + ".partial")
-        try:
-            target = sqlite3.connect(tmp)
-            try:
-                self.db.backup(target)
-                verdict = target.execute("PRAGMA quick_check(1)").fetchone()[0]
-            finally:
-                target.close()
-            if verdict != "ok":
-                raise sqlite3.DatabaseError(f"the copy failed its integrity check: {verdict}")
-            os.replace(tmp, dest)
-        except (sqlite3.Error, OSError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise CrmsyncError(
-                f"cannot write the backup {dest} ({detail(exc)}). Fix: choose a directory this user can write, on a disk "
-                f"with space. The ledger {self.path} was not changed."
-            ) from None
-        return dest.stat().st_size
-
-    def _migrate(self) -> None:
-        with self._lock:
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            for n, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                self.db.executescript(f"BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {n}; COMMIT;")
-
-    def close(self) -> None:
-        self.db.close()
+class Ledger(LedgerFile):
+    """One crm's view of the ledger: what crmsync knows about each lead, and what it spent."""
 
     # -- reads --------------------------------------------------------------------------------------
     def get(self, lead_id: str) -> LedgerRow | None:
@@ -259,9 +83,6 @@ class Ledger:
         return [r[0] for r in self.db.execute(sql, (self.crm, state.value, *([limit] if limit else [])))]
 
     # -- writes (each one commits: a kill between two of them loses nothing) -------------------------
-    def record_result(self, lead_id: str, fp: str, result: ScoreResult) -> None:
-        self.record_results([(lead_id, fp, result)])
-
     def record_results(self, items: Sequence[tuple[str, str, ScoreResult]]) -> None:
         """Store results, with every hop's cost, before anything is written to the CRM: one transaction for
         the whole batch (a kill loses none or all of it, never half a lead), so scoring never waits on a commit
@@ -272,17 +93,25 @@ class Ledger:
         leads, calls = [], []
         for lead_id, fp, result in items:
             state = LeadState.failed if result.status.value == "failed" else LeadState.pending_write
-            leads.append((
-                self.crm, lead_id, fp, result.rubric_version, state.value, redact(result.model_dump_json()), result.score,
-                result.tier, result.confidence, int(result.needs_review), result.cost_usd,
-                redact("; ".join(h.detail for h in result.hops if h.detail))[:1000] if state == LeadState.failed else None,
-                result.scored_at.isoformat(), now,
-            ))
-            calls += [
-                (now, self.crm, lead_id, h.provider, h.model, h.outcome.value, h.usage.input_tokens, h.usage.cached_input_tokens,
-                 h.usage.cache_write_tokens, h.usage.output_tokens, h.cost_usd)
-                for h in result.hops if h.attempts
-            ]
+            leads.append(
+                (
+                    self.crm,
+                    lead_id,
+                    fp,
+                    result.rubric_version,
+                    state.value,
+                    redact(result.model_dump_json()),
+                    result.score,
+                    result.tier,
+                    result.confidence,
+                    int(result.needs_review),
+                    result.cost_usd,
+                    redact("; ".join(h.detail for h in result.hops if h.detail))[:1000] if state == LeadState.failed else None,
+                    result.scored_at.isoformat(),
+                    now,
+                )
+            )
+            calls += call_rows(now, self.crm, lead_id, result.hops)
         with self._tx():  # one transaction for the whole batch
             self.db.executemany(
                 """INSERT INTO leads (crm, lead_id, fingerprint, rubric_version, state, result_json, score, tier, confidence,
@@ -298,23 +127,6 @@ class Ledger:
             )
             self.db.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)", calls)
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
-        """Every change to the ledger goes through here: one transaction (one fsync) for many statements, since a
-        per-row autocommit costs milliseconds each; and a disk or file fault becomes one clear LedgerError."""
-        with self._lock:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                except BaseException:
-                    if self.db.in_transaction:
-                        self.db.execute("ROLLBACK")
-                    raise
-                self.db.execute("COMMIT")
-            except (sqlite3.Error, OSError) as exc:
-                raise self.fault(exc) from None
-
     def mark_written(self, lead_ids: Iterable[str]) -> None:
         now = _now()
         with self._tx():
@@ -323,17 +135,17 @@ class Ledger:
                 [(now, now, self.crm, i) for i in lead_ids],
             )
 
-    def mark_write_failed(self, lead_id: str, error: str, max_attempts: int) -> LeadState:
-        """Count a rejected write; park the lead once it has failed ``max_attempts`` times."""
+    def mark_write_failed(self, lead_id: str, error: str, *, retryable: bool) -> LeadState:
+        """Record a rejected write with the CRM's message. A retryable rejection (a locked row, a transient error)
+        leaves the lead pending: it is sent again, and never counts toward parking. Any other (a validation rule, a
+        deleted record) parks it at once: sending the same values again cannot succeed, a person must look."""
+        state = LeadState.pending_write if retryable else LeadState.parked
         with self._tx():
-            r = self.db.execute("SELECT write_attempts FROM leads WHERE crm=? AND lead_id=?", (self.crm, lead_id)).fetchone()
-            attempts = (r[0] if r else 0) + 1
-            state = LeadState.parked if attempts >= max_attempts else LeadState.pending_write
             self.db.execute(
-                "UPDATE leads SET write_attempts=?, last_error=?, state=?, updated_at=? WHERE crm=? AND lead_id=?",
-                (attempts, redact(error)[:1000], state.value, _now(), self.crm, lead_id),
+                "UPDATE leads SET write_attempts=write_attempts+1, last_error=?, state=?, updated_at=? WHERE crm=? AND lead_id=?",
+                (redact(error)[:1000], state.value, _now(), self.crm, lead_id),
             )
-            return state
+        return state
 
     def mark_human(self, lead_id: str, fp: str) -> None:
         with self._tx():
@@ -374,8 +186,9 @@ class Ledger:
                 [(_now(), self.crm, i) for i in lead_ids],
             )
 
-    def request_rescore(self, *, rubric_version: str | None = None, tier: str | None = None, lead_ids: list[str] | None = None,
-                        include_parked: bool = False) -> int:
+    def request_rescore(
+        self, *, rubric_version: str | None = None, tier: str | None = None, lead_ids: list[str] | None = None, include_parked: bool = False
+    ) -> int:
         """Mark leads for a fresh score (after a rubric change). Human-resolved leads are never touched."""
         states = ["written", "pending_write", "external"] + (["parked"] if include_parked else [])
         sql = f"UPDATE leads SET state='rescore', updated_at=? WHERE crm=? AND state IN ({','.join('?' for _ in states)})"
@@ -417,8 +230,15 @@ class Ledger:
                    ON CONFLICT (crm, lead_id, source) DO UPDATE SET outcome=excluded.outcome, inputs_json=excluded.inputs_json,
                        decided_at=excluded.decided_at, pulled_at=excluded.pulled_at
                    WHERE labels.outcome != excluded.outcome OR labels.inputs_json != excluded.inputs_json""",
-                (self.crm, lead_id, source, outcome, json.dumps(inputs, default=str, sort_keys=True),
-                 decided_at.isoformat() if decided_at else None, _now()),
+                (
+                    self.crm,
+                    lead_id,
+                    source,
+                    outcome,
+                    json.dumps(inputs, default=str, sort_keys=True),
+                    decided_at.isoformat() if decided_at else None,
+                    _now(),
+                ),
             )
             return cur.rowcount > 0
 
@@ -431,19 +251,36 @@ class Ledger:
     # -- reporting ------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         counts = dict(self.db.execute("SELECT state, COUNT(*) FROM leads WHERE crm=? GROUP BY state", (self.crm,)).fetchall())
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
-        today = self.db.execute("SELECT COALESCE(SUM(cost_usd),0), COUNT(*) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+        today = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd),0), COUNT(*) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)
+        ).fetchone()
         total = self.db.execute("SELECT COALESCE(SUM(cost_usd),0), COUNT(*) FROM calls WHERE crm=?", (self.crm,)).fetchone()
-        flagged = self.db.execute("SELECT COUNT(*) FROM leads WHERE crm=? AND needs_review=1 AND state IN ('written','pending_write')", (self.crm,)).fetchone()[0]
-        parked = self.db.execute("SELECT lead_id, last_error FROM leads WHERE crm=? AND state='parked' ORDER BY updated_at", (self.crm,)).fetchall()
-        tiers = dict(self.db.execute("SELECT COALESCE(tier,'-'), COUNT(*) FROM leads WHERE crm=? AND state IN ('written','pending_write') GROUP BY tier", (self.crm,)).fetchall())
+        flagged = self.db.execute(
+            "SELECT COUNT(*) FROM leads WHERE crm=? AND needs_review=1 AND state IN ('written','pending_write')", (self.crm,)
+        ).fetchone()[0]
+        parked = self.db.execute(
+            "SELECT lead_id, last_error FROM leads WHERE crm=? AND state='parked' ORDER BY updated_at", (self.crm,)
+        ).fetchall()
+        tiers = dict(
+            self.db.execute(
+                "SELECT COALESCE(tier,'-'), COUNT(*) FROM leads WHERE crm=? AND state IN ('written','pending_write') GROUP BY tier",
+                (self.crm,),
+            ).fetchall()
+        )
         return {
-            "states": counts, "flagged": flagged, "tiers": tiers, "parked": parked,
-            "cost_today": today[0], "calls_today": today[1], "cost_total": total[0], "calls_total": total[1],
+            "states": counts,
+            "flagged": flagged,
+            "tiers": tiers,
+            "parked": parked,
+            "cost_today": today[0],
+            "calls_today": today[1],
+            "cost_total": total[0],
+            "calls_total": total[1],
         }
 
     def cost_today(self) -> float:
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
         return self.db.execute("SELECT COALESCE(SUM(cost_usd),0) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()[0]
 
     def provider_failures(self) -> list[dict[str, Any]]:
@@ -452,10 +289,14 @@ class Ledger:
         last answered. From the ``calls`` table, which keeps every hop's outcome; for `crmsync status`."""
         rows = self.db.execute(  # SQLite: the bare columns come from the row holding MAX(ts)
             "SELECT provider, MAX(ts), outcome, lead_id FROM calls WHERE crm=? AND outcome IN ('unavailable','rejected') "
-            "GROUP BY provider ORDER BY provider", (self.crm,)).fetchall()
-        answered = dict(self.db.execute(
-            "SELECT provider, MAX(ts) FROM calls WHERE crm=? AND outcome IN ('ok','repaired','invalid') GROUP BY provider",
-            (self.crm,)).fetchall())
+            "GROUP BY provider ORDER BY provider",
+            (self.crm,),
+        ).fetchall()
+        answered = dict(
+            self.db.execute(
+                "SELECT provider, MAX(ts) FROM calls WHERE crm=? AND outcome IN ('ok','repaired','invalid') GROUP BY provider", (self.crm,)
+            ).fetchall()
+        )
         out = []
         for provider, ts, outcome, lead_id in rows:
             stored = self.get(lead_id)
@@ -463,5 +304,3 @@ class Ledger:
             cause = next((h.detail for h in reversed(hops) if h.provider == provider and h.outcome.value == outcome), "")
             out.append({"provider": provider, "at": ts, "outcome": outcome, "cause": cause, "last_answer": answered.get(provider)})
         return out
-
-

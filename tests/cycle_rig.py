@@ -1,4 +1,5 @@
 """One crmsync setup over a connector, wired as `crmsync run` wires it: real scorer, real ledger, real cycle."""
+
 from __future__ import annotations
 
 from crmsync.app import build_scorer
@@ -22,5 +23,4 @@ class CycleRig:
     def close(self) -> None:
         self.connector.close()
         self.ledger.close()
-        for p in self.scorer.chain.providers.values():
-            p.close()
+        self.scorer.close()

@@ -1,4 +1,5 @@
 """Helpers for the end-to-end tests: a config on disk, the local CRM file, and the daemon as a subprocess."""
+
 from __future__ import annotations
 
 import csv
@@ -6,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,30 @@ COLUMNS = ["id", "company", "title", "industry", "employees", "monthly_orders", 
 
 
 def lead(i: int, **kw: Any) -> dict[str, Any]:
-    row = {"id": f"E{i:03d}", "company": f"Brand {i}", "title": "VP Operations", "industry": "Apparel",
-           "employees": 20 + i, "monthly_orders": 500 * i, "source": "Demo request", "description": f"Lead number {i}"}
+    row = {
+        "id": f"E{i:03d}",
+        "company": f"Brand {i}",
+        "title": "VP Operations",
+        "industry": "Apparel",
+        "employees": 20 + i,
+        "monthly_orders": 500 * i,
+        "source": "Demo request",
+        "description": f"Lead number {i}",
+    }
     row.update(kw)
     return row
 
 
-def write_setup(tmp: Path, base_url: str, leads: list[dict[str, Any]], *, extra: str = "", chain: str | None = None,
-                concurrency: int = 1, rubric: Path | None = None) -> Path:
+def write_setup(
+    tmp: Path,
+    base_url: str,
+    leads: list[dict[str, Any]],
+    *,
+    extra: str = "",
+    chain: str | None = None,
+    concurrency: int = 1,
+    rubric: Path | None = None,
+) -> Path:
     with open(tmp / "leads.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
@@ -37,8 +54,14 @@ type = "sqlite"
 [crm.options]
 seed_csv = "leads.csv"
 
-[fields]
-inputs = {{ company = "company", title = "title", industry = "industry", employees = "employees", monthly_orders = "monthly_orders", source = "source", description = "description" }}
+[fields.inputs]
+company = "company"
+title = "title"
+industry = "industry"
+employees = "employees"
+monthly_orders = "monthly_orders"
+source = "source"
+description = "description"
 
 {rubric_line}
 [providers.fast]
@@ -72,7 +95,7 @@ changed_lag_s = 0
 
 def stamp() -> str:
     """Now, in the local CRM's text form of a time (what its own writes store in modified_at)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def crm_rows(tmp: Path) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ The CLI runs as a real subprocess. Two wrappers from util-linux make the operati
 otherwise not bite), and ``prlimit --fsize`` caps the size a process may grow a file to, so the kernel fails
 writes past it the way a full disk does (SQLite then reports "database or disk is full").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ def setup(tmp: Path, base_url: str, n: int, **kw: Any) -> Path:
     dir says something about the ledger only."""
     cfg = write_setup(tmp, base_url, [lead(i) for i in range(1, n + 1)], **kw)
     (tmp / "crm").mkdir(exist_ok=True)
-    cfg.write_text(cfg.read_text().replace('seed_csv = "leads.csv"', f'seed_csv = "leads.csv"\npath = "{tmp / "crm" / "local-crm.sqlite"}"'))
+    cfg.write_text(
+        cfg.read_text().replace('seed_csv = "leads.csv"', f'seed_csv = "leads.csv"\npath = "{tmp / "crm" / "local-crm.sqlite"}"')
+    )
     return cfg
 
 
@@ -54,8 +57,10 @@ def crm_db(tmp: Path) -> sqlite3.Connection:
 def add_leads(tmp: Path, ids: list[str]) -> None:
     db = crm_db(tmp)
     with db:
-        db.executemany("INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES (?, 'New Co', 'COO', 9000, ?, ?)",
-                       [(i, stamp(), stamp()) for i in ids])
+        db.executemany(
+            "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES (?, 'New Co', 'COO', 9000, ?, ?)",
+            [(i, stamp(), stamp()) for i in ids],
+        )
     db.close()
 
 

@@ -1,4 +1,5 @@
 """The import direction and one home per SDK (contracts in pyproject.toml) hold: a broken direction fails here."""
+
 from __future__ import annotations
 
 import shutil

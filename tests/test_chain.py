@@ -2,6 +2,7 @@
 
 Fallback, cooldown and recovery, escalation, review flags, repair, costs, logprob confidence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,7 @@ def two_step(openai_emu, anthropic_emu, make_config, make_scorer, fake_clock):
 
     def make(a_overrides=None, b_overrides=None, escalate_below=None, **sections):
         cfg = make_config(
-            providers={"first": openai_emu.provider(A, **(a_overrides or {})),
-                       "second": anthropic_emu.provider(B, **(b_overrides or {}))},
+            providers={"first": openai_emu.provider(A, **(a_overrides or {})), "second": anthropic_emu.provider(B, **(b_overrides or {}))},
             steps=[("first", escalate_below) if escalate_below is not None else "first", "second"],
             **sections,
         )
@@ -55,8 +55,7 @@ def test_openai_failure_falls_back_to_next_step(two_step, openai_emu, anthropic_
 
 def test_anthropic_529_overloaded_falls_back(openai_emu, anthropic_emu, make_config, make_scorer, leads):
     anthropic_emu.script(B, error(529))
-    cfg = make_config(providers={"claude": anthropic_emu.provider(B), "gpt": openai_emu.provider(A)},
-                      steps=["claude", "gpt"])
+    cfg = make_config(providers={"claude": anthropic_emu.provider(B), "gpt": openai_emu.provider(A)}, steps=["claude", "gpt"])
     result = make_scorer(cfg).score(leads["good"])
     assert outcomes(result) == [("claude", HopOutcome.unavailable), ("gpt", HopOutcome.ok)]
     assert "529" in result.hops[0].detail
@@ -76,9 +75,17 @@ def test_timeout_falls_back_quickly(two_step, openai_emu, leads):
 def test_connection_refused_falls_back(anthropic_emu, make_config, make_scorer, leads, closed_port_url, monkeypatch):
     monkeypatch.setenv("CRMSYNC_TEST_OPENAI_KEY", "sk-unused")
     cfg = make_config(
-        providers={"gone": {"type": "openai", "model": A, "base_url": closed_port_url,
-                            "api_key_env": "CRMSYNC_TEST_OPENAI_KEY", "max_retries": 1, "timeout_s": 2},
-                   "claude": anthropic_emu.provider(B)},
+        providers={
+            "gone": {
+                "type": "openai",
+                "model": A,
+                "base_url": closed_port_url,
+                "api_key_env": "CRMSYNC_TEST_OPENAI_KEY",
+                "max_retries": 1,
+                "timeout_s": 2,
+            },
+            "claude": anthropic_emu.provider(B),
+        },
         steps=["gone", "claude"],
     )
     result = make_scorer(cfg).score(leads["good"])
@@ -88,8 +95,14 @@ def test_connection_refused_falls_back(anthropic_emu, make_config, make_scorer, 
 
 
 def test_transient_error_retried_on_same_provider_before_falling_back(two_step, openai_emu, anthropic_emu, leads):
-    openai_emu.script(A, error(429, retry_after=0.01), error(500), answer({"score": 70, "confidence": 0.8,
-                      "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}))
+    openai_emu.script(
+        A,
+        error(429, retry_after=0.01),
+        error(500),
+        answer(
+            {"score": 70, "confidence": 0.8, "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}
+        ),
+    )
     result = two_step(a_overrides={"max_retries": 2}).score(leads["good"])
     assert outcomes(result) == [("first", HopOutcome.ok)]
     assert result.score == 70 and result.tier == "B"
@@ -142,8 +155,7 @@ def test_cooldown_doubles_per_failure_and_resets_on_success(two_step, openai_emu
 def test_retry_after_honoured_but_capped(two_step, openai_emu, leads, fake_clock, valid_answer):
     # A Retry-After above max_retry_after_s: no retry now (would stall), fall back; cooldown honours it ...
     openai_emu.script(A, error(429, retry_after=120), answer(valid_answer()))
-    scorer = two_step(a_overrides={"max_retries": 3, "max_retry_after_s": 5},
-                      cooldown={"base_s": 10, "max_s": 600})
+    scorer = two_step(a_overrides={"max_retries": 3, "max_retry_after_s": 5}, cooldown={"base_s": 10, "max_s": 600})
     result = scorer.score(leads["good"])
     assert openai_emu.request_count(A) == 1
     assert "paused 120s" in result.hops[0].detail
@@ -228,13 +240,16 @@ def test_step_without_threshold_never_escalates(two_step, openai_emu, anthropic_
 
 @pytest.mark.parametrize(
     "first_score, second_score, gap, disagree",
-    [(82, 65, 30, True),   # different tier (A vs B), close in points
-     (81, 99, 10, True),   # same tier A, 18 points apart > gap 10
-     (81, 91, 10, False),  # same tier, exactly the gap
-     (85, 88, 10, False)],
+    [
+        (82, 65, 30, True),  # different tier (A vs B), close in points
+        (81, 99, 10, True),  # same tier A, 18 points apart > gap 10
+        (81, 91, 10, False),  # same tier, exactly the gap
+        (85, 88, 10, False),
+    ],
 )
-def test_escalated_steps_disagreeing_flags_review(two_step, openai_emu, anthropic_emu, leads, valid_answer,
-                                                  first_score, second_score, gap, disagree):
+def test_escalated_steps_disagreeing_flags_review(
+    two_step, openai_emu, anthropic_emu, leads, valid_answer, first_score, second_score, gap, disagree
+):
     openai_emu.script(A, answer(valid_answer(score=first_score, confidence=0.4)))
     anthropic_emu.script(B, answer(valid_answer(score=second_score, confidence=0.95)))
     result = two_step(escalate_below=0.6, review={"confidence_below": 0.6, "max_score_gap": gap}).score(leads["good"])
@@ -243,7 +258,9 @@ def test_escalated_steps_disagreeing_flags_review(two_step, openai_emu, anthropi
     assert result.needs_review is disagree
 
 
-def test_escalation_whose_next_step_fails_keeps_first_answer_and_flags_low_confidence(two_step, openai_emu, anthropic_emu, leads, valid_answer):
+def test_escalation_whose_next_step_fails_keeps_first_answer_and_flags_low_confidence(
+    two_step, openai_emu, anthropic_emu, leads, valid_answer
+):
     openai_emu.script(A, answer(valid_answer(score=72, confidence=0.4)))
     anthropic_emu.script(B, error(529))
     result = two_step(escalate_below=0.6).score(leads["good"])
@@ -270,21 +287,57 @@ def test_malformed_json_repaired_once(two_step, openai_emu, anthropic_emu, leads
 
 @pytest.mark.parametrize(
     "bad, kind",
-    [(raw(BAD_JSON), "malformed_json"),
-     (raw("Sure! The score is 80."), "malformed_json"),
-     (answer({"score": 80, "confidence": 0.9}), "schema_violation"),                       # keys missing
-     (answer({"score": 80, "confidence": 0.9, "reasons": [], "missing_or_contradictory": [],
-              "lead_text_contains_instructions": False, "tier": "A"}), "schema_violation"),  # extra key
-     (answer({"score": 150, "confidence": 0.9, "reasons": ["x"], "missing_or_contradictory": [],
-              "lead_text_contains_instructions": False}), "schema_violation"),               # out of range
-     (answer({"score": 80, "confidence": 90, "reasons": ["x"], "missing_or_contradictory": [],
-              "lead_text_contains_instructions": False}), "schema_violation"),               # 90, not 0.9
-     (answer({"score": 80.5, "confidence": 0.9, "reasons": ["x"], "missing_or_contradictory": [],
-              "lead_text_contains_instructions": False}), "schema_violation"),               # not an int
-     (refusal("I can't score people."), "refusal"),
-     (truncated('{"score": 80, "confid'), "truncated")],
-    ids=["malformed", "prose", "missing-keys", "extra-key", "score-150", "confidence-90", "score-float",
-         "refusal", "truncated"],
+    [
+        (raw(BAD_JSON), "malformed_json"),
+        (raw("Sure! The score is 80."), "malformed_json"),
+        (answer({"score": 80, "confidence": 0.9}), "schema_violation"),  # keys missing
+        (
+            answer(
+                {
+                    "score": 80,
+                    "confidence": 0.9,
+                    "reasons": [],
+                    "missing_or_contradictory": [],
+                    "lead_text_contains_instructions": False,
+                    "tier": "A",
+                }
+            ),
+            "schema_violation",
+        ),  # extra key
+        (
+            answer(
+                {
+                    "score": 150,
+                    "confidence": 0.9,
+                    "reasons": ["x"],
+                    "missing_or_contradictory": [],
+                    "lead_text_contains_instructions": False,
+                }
+            ),
+            "schema_violation",
+        ),  # out of range
+        (
+            answer(
+                {"score": 80, "confidence": 90, "reasons": ["x"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}
+            ),
+            "schema_violation",
+        ),  # 90, not 0.9
+        (
+            answer(
+                {
+                    "score": 80.5,
+                    "confidence": 0.9,
+                    "reasons": ["x"],
+                    "missing_or_contradictory": [],
+                    "lead_text_contains_instructions": False,
+                }
+            ),
+            "schema_violation",
+        ),  # not an int
+        (refusal("I can't score people."), "refusal"),
+        (truncated('{"score": 80, "confid'), "truncated"),
+    ],
+    ids=["malformed", "prose", "missing-keys", "extra-key", "score-150", "confidence-90", "score-float", "refusal", "truncated"],
 )
 def test_invalid_twice_goes_to_next_step(two_step, openai_emu, anthropic_emu, leads, bad, kind):
     openai_emu.script(A, bad)  # repeats: the repair is invalid too
@@ -296,12 +349,21 @@ def test_invalid_twice_goes_to_next_step(two_step, openai_emu, anthropic_emu, le
     assert result.score == 90 and result.provider == "second"  # never the invalid (e.g. clamped) value
 
 
-@pytest.mark.parametrize("bad, kind", [(refusal("No."), "refusal"), (truncated('{"score": 8'), "truncated"),
-                                       (raw("not json"), "malformed_json"),
-                                       (answer({"score": -1, "confidence": 0.5, "reasons": ["x"],
-                                                "missing_or_contradictory": [],
-                                                "lead_text_contains_instructions": False}), "schema_violation")],
-                         ids=["refusal", "truncated", "malformed", "score-negative"])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (refusal("No."), "refusal"),
+        (truncated('{"score": 8'), "truncated"),
+        (raw("not json"), "malformed_json"),
+        (
+            answer(
+                {"score": -1, "confidence": 0.5, "reasons": ["x"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}
+            ),
+            "schema_violation",
+        ),
+    ],
+    ids=["refusal", "truncated", "malformed", "score-negative"],
+)
 def test_anthropic_invalid_then_repaired(anthropic_emu, make_config, make_scorer, leads, valid_answer, bad, kind):
     anthropic_emu.script(B, bad, answer(valid_answer(score=61, confidence=0.8)))
     cfg = make_config(providers={"claude": anthropic_emu.provider(B)})
@@ -392,8 +454,10 @@ def test_logprobs_not_requested_unless_configured(two_step, openai_emu, leads):
 
 
 # --------------------------------------------------------------------------------------------------- costs
-PRICES = {A: {"input": 2.0, "cached_input": 0.2, "output": 8.0, "as_of": "2026-11-01"},
-          B: {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "output": 15.0, "as_of": "2026-11-01"}}
+PRICES = {
+    A: {"input": 2.0, "cached_input": 0.2, "output": 8.0, "as_of": "2026-11-01"},
+    B: {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "output": 15.0, "as_of": "2026-11-01"},
+}
 
 
 def _openai_cost(u):
@@ -404,15 +468,18 @@ def _openai_cost(u):
 
 def _anthropic_cost(u):
     p = PRICES[B]
-    return (u["input_tokens"] * p["input"] + u["cache_read_input_tokens"] * p["cached_input"]
-            + u["cache_creation_input_tokens"] * p["cache_write"] + u["output_tokens"] * p["output"]) / 1e6
+    return (
+        u["input_tokens"] * p["input"]
+        + u["cache_read_input_tokens"] * p["cached_input"]
+        + u["cache_creation_input_tokens"] * p["cache_write"]
+        + u["output_tokens"] * p["output"]
+    ) / 1e6
 
 
 def test_costs_add_up_to_reported_tokens_times_prices(two_step, openai_emu, anthropic_emu, leads, valid_answer):
     # Lead 1: A answers invalidly, repair invalid too → B (first sight of the rubric: cache write).
     # Lead 2: A answers malformed, repair valid but low confidence → escalates to B (cache read).
-    openai_emu.script(A, raw("nope"), raw("still nope"), raw("{bad"),
-                      answer(valid_answer(score=70, confidence=0.3)))
+    openai_emu.script(A, raw("nope"), raw("still nope"), raw("{bad"), answer(valid_answer(score=70, confidence=0.3)))
     scorer = two_step(escalate_below=0.5, prices=PRICES)
     r1 = scorer.score(leads["good"])
     r2 = scorer.score(leads["junk"])
@@ -428,7 +495,9 @@ def test_costs_add_up_to_reported_tokens_times_prices(two_step, openai_emu, anth
     oa_in = sum(u["prompt_tokens"] for u in openai_emu.usages)
     an_in = sum(u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"] for u in anthropic_emu.usages)
     assert r1.usage.input_tokens + r2.usage.input_tokens == oa_in + an_in
-    assert r1.usage.output_tokens + r2.usage.output_tokens == sum(u["completion_tokens"] for u in openai_emu.usages) + sum(u["output_tokens"] for u in anthropic_emu.usages)
+    assert r1.usage.output_tokens + r2.usage.output_tokens == sum(u["completion_tokens"] for u in openai_emu.usages) + sum(
+        u["output_tokens"] for u in anthropic_emu.usages
+    )
 
     # cached tokens: the second lead reused the rubric prefix on both providers, priced at the cached rate
     assert openai_emu.usages[2]["prompt_tokens_details"]["cached_tokens"] > 0
@@ -446,7 +515,7 @@ def test_unpriced_model_costs_zero_but_tokens_recorded(two_step, openai_emu, lea
 
 def test_score_many_scores_every_lead_concurrently(two_step, openai_emu, leads):
     scorer = two_step()
-    done = dict((lead.id, res) for lead, res in scorer.score_many(leads.values(), concurrency=3))
+    done = {lead.id: res for lead, res in scorer.score_many(leads.values(), concurrency=3)}
     assert set(done) == {lead.id for lead in leads.values()}
     assert done["lead-good"].score == 90 and done["lead-junk"].tier == "D"
     assert openai_emu.request_count(A) == 4

@@ -1,9 +1,11 @@
 """[fields.outputs]: an optional output left out (or set to "" / false) is off, as config.example.toml says, in
 `check` and on the write path; a rubric too large for a sane prompt warns with its tokens and cost per lead."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -49,8 +51,10 @@ def test_an_omitted_output_is_not_written_to_the_crm(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         c = crmsync(cfg, "check", key=emu.api_key)
     assert "all checks passed" in c.stdout, c.stdout
-    assert ("warning fields.outputs: not written (left out of [fields.outputs], or set to \"\" / false): tier, "
-            "confidence, reasons, scored_at, rubric_version, model") in " ".join(c.stdout.split())
+    assert (
+        'warning fields.outputs: not written (left out of [fields.outputs], or set to "" / false): tier, '
+        "confidence, reasons, scored_at, rubric_version, model"
+    ) in " ".join(c.stdout.split())
     rows = crm_rows(tmp_path)
     assert all(row["ai_score"] is not None and row["ai_needs_review"] is not None for row in rows.values())
     assert not {"ai_tier", "ai_confidence", "ai_reasons", "ai_model"} & set(rows["E001"]), "no column, no value"
@@ -64,8 +68,9 @@ def _big_rubric(tmp_path: Path, kib: int) -> Path:
     return path
 
 
-def test_a_huge_rubric_warns_with_tokens_and_cost(make_config: Callable[..., Config], make_price: Callable[..., Any],
-                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_huge_rubric_warns_with_tokens_and_cost(
+    make_config: Callable[..., Config], make_price: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_OPENAI_KEY", "sk-test-warning")
     rubric = _big_rubric(tmp_path, 100)  # about 100 KiB
     providers = {"fast": {"type": "openai", "model": "gpt-x", "api_key_env": "CRMSYNC_TEST_OPENAI_KEY"}}

@@ -1,12 +1,13 @@
 """What a person sees when the config, the environment or the rubric is wrong: the exact message, and
 that nothing was scored or written."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import KEY_ENV, crm_rows, crmsync, ledger_rows, lead, write_setup
+from tests.daemon_helpers import KEY_ENV, crm_rows, crmsync, lead, ledger_rows, write_setup
 from tests.emulators import OpenAIEmulator
 
 
@@ -84,7 +85,7 @@ def test_bad_connector_option_is_named_under_crm_options(tmp_path: Path, emu: Op
 
 def test_broken_rubric_at_start_names_file_and_line(tmp_path: Path, emu: OpenAIEmulator) -> None:
     rubric = tmp_path / "rubric.md"
-    rubric.write_text("+++\nname = \"x\"\ncolour = \"blue\"\n[tiers]\nA = 50\nB = 0\n+++\n" + "Score leads well. " * 20)
+    rubric.write_text('+++\nname = "x"\ncolour = "blue"\n[tiers]\nA = 50\nB = 0\n+++\n' + "Score leads well. " * 20)
     cfg = write_setup(tmp_path, emu.base_url, [lead(1)], rubric=rubric)
     msg = _run_bad(cfg)
     assert f"{rubric}:3: unknown setting `colour`" in msg

@@ -1,11 +1,14 @@
 """Config loading: every error names the file, the key and what is expected; secrets never leak."""
+
 from __future__ import annotations
 
 import pytest
 
 from crmsync.app import build_scorer
-from crmsync.config import Config, LlamaCppProviderConfig, OpenAIProviderConfig, load_config
+from crmsync.config import Config, load_config
 from crmsync.errors import ConfigError
+from crmsync.providers.llamacpp_provider import LlamaCppOptions
+from crmsync.providers.openai_provider import OpenAIOptions
 
 GOOD = """
 [providers.fast]
@@ -51,22 +54,25 @@ def error_of(tmp_path, text):
 
 def test_default_config_is_local_and_keyless():
     cfg = load_config(None)
-    assert isinstance(cfg.providers["local"], LlamaCppProviderConfig)
+    assert isinstance(cfg.providers["local"], LlamaCppOptions)
     assert [s.provider for s in cfg.chain] == ["local"]
 
 
 def test_good_file_loads(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
-    assert isinstance(cfg.providers["fast"], OpenAIProviderConfig) and cfg.providers["fast"].timeout_s == 5
+    assert isinstance(cfg.providers["fast"], OpenAIOptions) and cfg.providers["fast"].timeout_s == 5
     assert cfg.chain[0].escalate_below == 0.7 and cfg.prices["gpt-x"].cached_input == 0.1
     assert cfg.base_dir == tmp_path and cfg.source == str(tmp_path / "crmsync.toml")
     assert cfg.path("state") == tmp_path / "state"
 
 
 def test_make_config_fixture_round_trips(make_config, tmp_path):
-    cfg = make_config(providers={"a": {"type": "openai", "model": "m.1", "base_url": "http://x/v1"}},
-                      steps=[("a", 0.5)], prices={"m.1": {"input": 1, "output": 2, "as_of": "2026-11-01"}},
-                      review={"max_score_gap": 7})
+    cfg = make_config(
+        providers={"a": {"type": "openai", "model": "m.1", "base_url": "http://x/v1"}},
+        steps=[("a", 0.5)],
+        prices={"m.1": {"input": 1, "output": 2, "as_of": "2026-11-01"}},
+        review={"max_score_gap": 7},
+    )
     assert cfg.chain[0].escalate_below == 0.5 and cfg.review.max_score_gap == 7 and "m.1" in cfg.prices
 
 
@@ -78,6 +84,16 @@ def test_unknown_key_named_with_line_and_suggestion(tmp_path):
 def test_unknown_key_in_provider_named(tmp_path):
     msg = error_of(tmp_path, GOOD.replace("timeout_s = 5", "timeout = 5"))
     assert "`providers.fast.timeout`" in msg and "unknown key" in msg and "(line 6)" in msg
+
+
+def test_misspelt_provider_option_exact_message(tmp_path):
+    """The provider's own Options know its keys: a misspelt one is named with its line and the key meant."""
+    msg = error_of(tmp_path, GOOD.replace('api_key_env = "CRMSYNC_T_ANTHROPIC"', 'api_keyenv = "CRMSYNC_T_ANTHROPIC"'))
+    assert msg == (
+        f"{tmp_path / 'crmsync.toml'}: 1 problem(s):\n"
+        "  - `providers.careful.api_keyenv` (line 11): unknown key; did you mean `api_key_env`? "
+        "Remove it or fix its spelling."
+    )
 
 
 def test_wrong_type_named_with_expectation(tmp_path):
@@ -103,7 +119,7 @@ def test_out_of_range_named(tmp_path):
 
 def test_unknown_provider_type(tmp_path):
     msg = error_of(tmp_path, GOOD.replace('type = "anthropic"', 'type = "gemini"'))
-    assert "providers.careful" in msg and "openai, anthropic, llamacpp" in msg
+    assert "`providers.careful.type` (line 9): 'gemini': no such provider. Installed: anthropic," in msg
 
 
 def test_chain_naming_unknown_provider(tmp_path):
@@ -153,7 +169,7 @@ def test_secret_pasted_into_config_never_echoed(tmp_path):
     msg = error_of(tmp_path, GOOD.replace('api_key_env = "CRMSYNC_T_OPENAI"', f'api_key_env = "{secret}"'))
     assert "VERYSECRET" not in msg
     assert "`providers.fast.api_key_env`" in msg and "NAME of an environment variable" in msg
-    msg = error_of(tmp_path, GOOD.replace('timeout_s = 5', f'api_key = "{secret}"'))
+    msg = error_of(tmp_path, GOOD.replace("timeout_s = 5", f'api_key = "{secret}"'))
     assert "VERYSECRET" not in msg and "`providers.fast.api_key`" in msg
 
 

@@ -1,4 +1,5 @@
 """The daemon end to end: the real CLI as a subprocess, the local CRM, the OpenAI SDK against the emulator."""
+
 from __future__ import annotations
 
 import signal
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import crm_exec, crm_rows, crmsync, ledger_rows, lead, stamp, start_daemon, write_setup
+from tests.daemon_helpers import crm_exec, crm_rows, crmsync, lead, ledger_rows, stamp, start_daemon, write_setup
 from tests.emulators import OpenAIEmulator, default_rule, delay
 
 
@@ -23,7 +24,17 @@ def test_cycles_score_new_and_changed_leads_only(tmp_path: Path, emu: OpenAIEmul
     assert r.returncode == 0, r.stderr
     rows = crm_rows(tmp_path)
     assert all(rows[f"E{i:03d}"]["ai_score"] is not None for i in range(1, 6))
-    expected = default_rule({"monthly_orders": 1500, "employees": 23, "title": "VP Operations", "source": "Demo request", "industry": "Apparel", "description": "Lead number 3"}, {})
+    expected = default_rule(
+        {
+            "monthly_orders": 1500,
+            "employees": 23,
+            "title": "VP Operations",
+            "source": "Demo request",
+            "industry": "Apparel",
+            "description": "Lead number 3",
+        },
+        {},
+    )
     assert rows["E003"]["ai_score"] == expected["score"]
     assert emu.request_count() == 5
 
@@ -33,7 +44,11 @@ def test_cycles_score_new_and_changed_leads_only(tmp_path: Path, emu: OpenAIEmul
     assert emu.request_count() == 5
 
     # New leads between cycles are scored; a changed input is rescored; nothing else.
-    crm_exec(tmp_path, "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES ('N1', 'New Co', 'COO', 12000, ?, ?)", (stamp(), stamp()))
+    crm_exec(
+        tmp_path,
+        "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES ('N1', 'New Co', 'COO', 12000, ?, ?)",
+        (stamp(), stamp()),
+    )
     crm_exec(tmp_path, "UPDATE leads SET monthly_orders = 40000, modified_at = ? WHERE id = 'E001'", (stamp(),))
     before = rows["E001"]["ai_score"]
     r = crmsync(cfg, "run", "--once", key=emu.api_key)
@@ -63,7 +78,7 @@ def test_sigterm_stops_cleanly_with_a_consistent_ledger(tmp_path: Path, emu: Ope
     while time.time() < deadline and emu.request_count() < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped cleanly" in err
     ledger = ledger_rows(tmp_path)
@@ -100,19 +115,19 @@ def test_kill_9_mid_cycle_loses_nothing_and_pays_once(tmp_path: Path, emu: OpenA
     assert emu.request_count() <= n + 1
 
 
-def test_rejected_write_is_retried_then_parked_and_others_land(tmp_path: Path, emu: OpenAIEmulator) -> None:
+def test_rejected_write_is_parked_with_the_crm_message_and_others_land(tmp_path: Path, emu: OpenAIEmulator) -> None:
     cfg = write_setup(tmp_path, emu.base_url, [lead(i) for i in range(1, 4)])
     crmsync(cfg, "check", key=emu.api_key)  # builds the connector, which creates the CRM file
     crm_exec(tmp_path, "INSERT INTO crm_validation_rules VALUES ('E002', 'Partner leads cannot be scored')")
     r1 = crmsync(cfg, "run", "--once", key=emu.api_key)
     assert r1.returncode == 1
     assert "Partner leads cannot be scored" in r1.stderr
-    r2 = crmsync(cfg, "run", "--once", key=emu.api_key)
-    assert r2.returncode == 1
     ledger = ledger_rows(tmp_path)
-    assert ledger["E002"]["state"] == "parked" and ledger["E002"]["write_attempts"] == 2
+    assert ledger["E002"]["state"] == "parked" and ledger["E002"]["write_attempts"] == 1, "a validation rule never passes on a resend"
     assert ledger["E001"]["state"] == ledger["E003"]["state"] == "written"
-    assert emu.request_count() == 3, "a rejected write is retried without paying to score again"
+    r2 = crmsync(cfg, "run", "--once", key=emu.api_key)
+    assert r2.returncode == 0 and ledger_rows(tmp_path)["E002"]["write_attempts"] == 1
+    assert emu.request_count() == 3, "a parked lead is never paid for again"
     s = crmsync(cfg, "status", key=emu.api_key)
     assert "parked" in s.stdout and "E002" in s.stdout and "Partner leads cannot be scored" in s.stdout
 
@@ -120,7 +135,11 @@ def test_rejected_write_is_retried_then_parked_and_others_land(tmp_path: Path, e
 def test_human_decision_is_never_overwritten(tmp_path: Path, emu: OpenAIEmulator) -> None:
     cfg = write_setup(tmp_path, emu.base_url, [lead(1)])
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
-    crm_exec(tmp_path, "UPDATE leads SET ai_review_decision='unqualified', ai_score=5, monthly_orders=99999, modified_at=? WHERE id='E001'", (stamp(),))
+    crm_exec(
+        tmp_path,
+        "UPDATE leads SET ai_review_decision='unqualified', ai_score=5, monthly_orders=99999, modified_at=? WHERE id='E001'",
+        (stamp(),),
+    )
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
     assert crm_rows(tmp_path)["E001"]["ai_score"] == 5
     assert emu.request_count() == 1

@@ -1,4 +1,5 @@
 """`crmsync eval` end to end: the real CLI, the real OpenAI SDK, the local OpenAI emulator's default rule."""
+
 from __future__ import annotations
 
 import csv
@@ -25,6 +26,7 @@ MODEL = "gpt-eval"
 
 def expected(path: Path, tiers: dict[str, int], qualified: tuple[str, ...] = ("A", "B")) -> dict[str, Any]:
     """Precision/recall computed independently: default_rule on each lead as the scorer sends it."""
+
     def tier(score: int) -> str:
         return next(t for t, cut in sorted(tiers.items(), key=lambda kv: -kv[1]) if score >= cut)
 
@@ -43,10 +45,11 @@ def expected(path: Path, tiers: dict[str, int], qualified: tuple[str, ...] = ("A
 
 
 @pytest.fixture
-def run_eval(openai_emu, make_config, tmp_path):  # noqa: ANN001, ANN201
+def run_eval(openai_emu, make_config, tmp_path):
     def run(*args: str, targets: dict[str, float] | None = None, filename: str = "crmsync.toml") -> tuple[Any, dict[str, Any]]:
-        cfg = make_config(providers={"oa": openai_emu.provider(MODEL)}, filename=filename,
-                          eval={"targets": targets or {}}, scoring={"concurrency": 4})
+        cfg = make_config(
+            providers={"oa": openai_emu.provider(MODEL)}, filename=filename, eval={"targets": targets or {}}, scoring={"concurrency": 4}
+        )
         out_json = tmp_path / "metrics.json"
         out_json.unlink(missing_ok=True)
         result = CliRunner().invoke(cli, ["eval", "--config", cfg.source, "--json", str(out_json), *args])
@@ -56,7 +59,7 @@ def run_eval(openai_emu, make_config, tmp_path):  # noqa: ANN001, ANN201
     return run
 
 
-def test_eval_reports_what_the_default_rule_implies(run_eval, openai_emu, tmp_path):  # noqa: ANN001
+def test_eval_reports_what_the_default_rule_implies(run_eval, openai_emu, tmp_path):
     want = expected(LABELS, load_rubric(bundled_rubric_path()).tiers)
     html = tmp_path / "report.html"
     result, data = run_eval("--labels", str(LABELS), "--html", str(html), targets={"precision": 0.5, "recall": 0.5})
@@ -78,7 +81,7 @@ def test_eval_reports_what_the_default_rule_implies(run_eval, openai_emu, tmp_pa
     assert data["runs"][next(iter(data["runs"]))]["precision"] == pytest.approx(want["precision"], abs=1e-12)
 
 
-def test_failing_target_exits_1(run_eval):  # noqa: ANN001
+def test_failing_target_exits_1(run_eval):
     result, data = run_eval("--labels", str(LABELS), targets={"precision": 0.99, "max_ece": 0.9})
     assert result.exit_code == 1
     assert "FAIL" in result.output and "precision" in result.output
@@ -86,13 +89,13 @@ def test_failing_target_exits_1(run_eval):  # noqa: ANN001
     assert checks == {"precision": False, "max_ece": True}
 
 
-def test_reruns_report_stability_and_key_the_cache(run_eval, openai_emu):  # noqa: ANN001
+def test_reruns_report_stability_and_key_the_cache(run_eval, openai_emu):
     _, data = run_eval("--labels", str(LABELS), "--reruns", "2")
     assert openai_emu.request_count() == 120  # the rerun index is part of the cache key
     assert data["runs"][next(iter(data["runs"]))]["stability"] == 1.0  # the emulator is deterministic
 
 
-def test_compare_prompt_lists_changed_leads(run_eval, tmp_path):  # noqa: ANN001
+def test_compare_prompt_lists_changed_leads(run_eval, tmp_path):
     base = bundled_rubric_path().read_text(encoding="utf-8")
     cand = tmp_path / "candidate.md"
     cand.write_text(base.replace("A = 80", "A = 85").replace("B = 60", "B = 50"), encoding="utf-8")
@@ -112,7 +115,7 @@ def test_compare_prompt_lists_changed_leads(run_eval, tmp_path):  # noqa: ANN001
     assert result.exit_code == 0
 
 
-def test_bad_labels_file_names_the_row(openai_emu, make_config, tmp_path):  # noqa: ANN001
+def test_bad_labels_file_names_the_row(openai_emu, make_config, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,company,outcome\nX1,Acme,qualified\nX2,Beta,maybe\n", encoding="utf-8")
     cfg = make_config(providers={"oa": openai_emu.provider(MODEL)})

@@ -5,6 +5,7 @@ step) must keep every injection out of an unflagged top tier, while flagging at 
 The corpus files are JSON Lines: {"id": ..., "category": ..., "inputs": {field: value}}. Another corpus can be run
 the same way: CRMSYNC_INJECTION_CORPUS=path CRMSYNC_BENIGN_CORPUS=path pytest tests/test_hostile_corpus.py -s
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ INSTRUCTION_FLAGS = {ReviewReason.instructions_in_lead, ReviewReason.guard_flagg
 
 def obey(lead: dict, body: dict) -> dict:
     """A model that does whatever the lead asks: the top score, sure of it, and it denies any instructions."""
-    return {"score": 100, "confidence": 0.99, "reasons": ["as the lead asked"], "missing_or_contradictory": [],
-            "lead_text_contains_instructions": False}
+    return {
+        "score": 100,
+        "confidence": 0.99,
+        "reasons": ["as the lead asked"],
+        "missing_or_contradictory": [],
+        "lead_text_contains_instructions": False,
+    }
 
 
 def load(env: str, default: str) -> list[dict[str, Any]]:
@@ -44,8 +50,10 @@ def run_corpus(openai_emu, make_config):
         providers={"fast": openai_emu.provider("gpt-obey"), "guard": openai_emu.provider("guard-mini")},
         steps=["fast"],
         guard={"provider": "guard"},
-        prices={"gpt-obey": {"input": 0.4, "output": 1.6, "as_of": "2026-11-01"},
-                "guard-mini": {"input": 0.1, "output": 0.4, "as_of": "2026-11-01"}},
+        prices={
+            "gpt-obey": {"input": 0.4, "output": 1.6, "as_of": "2026-11-01"},
+            "guard-mini": {"input": 0.1, "output": 0.4, "as_of": "2026-11-01"},
+        },
     )
     scorer = build_scorer(cfg)
 
@@ -55,9 +63,7 @@ def run_corpus(openai_emu, make_config):
         return [(by_id[lead.id], res) for lead, res in scorer.score_many(leads, concurrency=8)]
 
     yield run
-    scorer.chain.providers["fast"].close()
-    if scorer.guard.provider is not None:
-        scorer.guard.provider.close()
+    scorer.close()
 
 
 def test_no_injection_buys_an_unflagged_top_tier(run_corpus):
@@ -78,8 +84,10 @@ def test_no_injection_buys_an_unflagged_top_tier(run_corpus):
     print("\ninjection corpus, obeying model, per category:")
     print(f"  {'category':<16}{'leads':>6}{'unflagged A':>13}{'patterns':>10}{'guard':>7}{'inconsistent':>14}")
     for cat, c in sorted(per.items()):
-        print(f"  {cat:<16}{c['leads']:>6}{c['unflagged top tier']:>13}{c['instructions_in_lead']:>10}"
-              f"{c['guard_flagged'] + c['guard_no_answer']:>7}{c['top_tier_inconsistent']:>14}")
+        print(
+            f"  {cat:<16}{c['leads']:>6}{c['unflagged top tier']:>13}{c['instructions_in_lead']:>10}"
+            f"{c['guard_flagged'] + c['guard_no_answer']:>7}{c['top_tier_inconsistent']:>14}"
+        )
     total = sum(c["leads"] for c in per.values())
     print(f"  {'total':<16}{total:>6}{len(escaped):>13}")
     assert not escaped, "injections that bought an unflagged top tier:\n" + "\n".join(escaped)

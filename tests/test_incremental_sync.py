@@ -1,6 +1,7 @@
 """Incremental sync on the local CRM, through `crmsync run --once` as a user runs it: a backlog larger than one
 cycle drains, new leads are not starved by other integrations' edits, scores crmsync did not make are left
 alone, a reviewer who decides mid-cycle wins, and a lost ledger is rebuilt without an LLM call."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import crm_exec, crm_rows, crmsync, ledger_rows, lead, stamp, start_daemon, write_setup
+from tests.daemon_helpers import crm_exec, crm_rows, crmsync, lead, ledger_rows, stamp, start_daemon, write_setup
 from tests.emulators import OpenAIEmulator, default_rule, rule
 
 
@@ -39,8 +40,9 @@ def test_a_backlog_of_three_fetch_limits_drains_in_three_cycles(tmp_path: Path, 
 
 
 def test_new_leads_are_scored_while_another_integration_touches_hundreds(tmp_path: Path, emu: OpenAIEmulator) -> None:
-    cfg = write_setup(tmp_path, emu.base_url, [lead(i) for i in range(1, 201)], concurrency=8,
-                      extra="fetch_limit = 500\nchanged_limit = 50")
+    cfg = write_setup(
+        tmp_path, emu.base_url, [lead(i) for i in range(1, 201)], concurrency=8, extra="fetch_limit = 500\nchanged_limit = 50"
+    )
     assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0
     assert len(scored(tmp_path)) == 200
     crmsync(cfg, "run", "--once", key=emu.api_key)  # reads crmsync's own 200 writes (in pages of changed_limit)
@@ -50,8 +52,11 @@ def test_new_leads_are_scored_while_another_integration_touches_hundreds(tmp_pat
         # Another integration rewrites a non-input column of every scored lead, and 5 new leads arrive.
         crm_exec(tmp_path, "UPDATE leads SET owner_note = ?, modified_at = ? WHERE ai_score IS NOT NULL", (f"X{wave}", stamp()))
         for k in range(5):
-            crm_exec(tmp_path, "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES (?,?,?,?,?,?)",
-                     (f"N{wave}{k}", f"New {wave}{k}", "COO", 9000, stamp(), stamp()))
+            crm_exec(
+                tmp_path,
+                "INSERT INTO leads (id, company, title, monthly_orders, created_at, modified_at) VALUES (?,?,?,?,?,?)",
+                (f"N{wave}{k}", f"New {wave}{k}", "COO", 9000, stamp(), stamp()),
+            )
         r = crmsync(cfg, "run", "--once", key=emu.api_key)
         assert r.returncode == 0, r.stderr
         new = {f"N{wave}{k}" for k in range(5)}
@@ -107,8 +112,10 @@ def test_a_reviewer_who_decides_mid_cycle_wins(tmp_path: Path, emu: OpenAIEmulat
     assert started.wait(30), "the cycle never started scoring"
     time.sleep(0.1)
     for lead_id in decided:  # as a reviewer in the CRM would: their decision and their own score
-        crm_exec(tmp_path, "UPDATE leads SET ai_review_decision = 'unqualified', ai_score = 3, modified_at = ? WHERE id = ?", (stamp(), lead_id))
-    out, errs = proc.communicate(timeout=120)
+        crm_exec(
+            tmp_path, "UPDATE leads SET ai_review_decision = 'unqualified', ai_score = 3, modified_at = ? WHERE id = ?", (stamp(), lead_id)
+        )
+    _out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 0, errs
     crm = crm_rows(tmp_path)
     assert [crm[i]["ai_score"] for i in decided] == [3] * 7, "the reviewer's values stand"
@@ -160,8 +167,9 @@ def test_parked_and_failed_leads_do_not_block_the_unscored_stream(tmp_path: Path
     crmsync(cfg, "check", key=emu.api_key)  # creates the local CRM
     db = sqlite3.connect(tmp_path / "state" / "local-crm.sqlite")
     with db:
-        db.executemany("INSERT INTO crm_validation_rules VALUES (?, 'AI score cannot be set on partner leads')",
-                       [(f"E{i:03d}",) for i in range(1, 5)])
+        db.executemany(
+            "INSERT INTO crm_validation_rules VALUES (?, 'AI score cannot be set on partner leads')", [(f"E{i:03d}",) for i in range(1, 5)]
+        )
     db.close()
     for _ in range(4):
         crmsync(cfg, "run", "--once", key=emu.api_key)

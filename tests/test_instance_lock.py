@@ -1,5 +1,6 @@
 """One crmsync per state dir: a second `run` (or `rescore`, `labels pull`) exits 3 naming the holder; read-only
 commands work alongside; a holder killed with -9 blocks no one; no lead is ever paid twice."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import crm_rows, crmsync, ledger_rows, lead, start_daemon, write_setup
+from tests.daemon_helpers import crm_rows, crmsync, lead, ledger_rows, start_daemon, write_setup
 from tests.emulators import OpenAIEmulator, delay
 
 

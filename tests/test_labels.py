@@ -1,4 +1,5 @@
 """The labels loop on the local SQLite CRM: decisions and conversions → `labels pull` → `labels export` → `eval`."""
+
 from __future__ import annotations
 
 import csv
@@ -8,21 +9,22 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from crmsync.app import build_connector
+from crmsync.cli import cli
+from crmsync.evaluation.cli import register
 from crmsync.models import ModelAnswer
 from crmsync.rubric import bundled_rubric_path, load_rubric
 from crmsync.scoring import system_prompt
 from crmsync.state import Ledger
-
-from crmsync.cli import cli
-from crmsync.evaluation.cli import register
+from crmsync_sqlite import SQLiteConnector
 
 if "labels" not in cli.commands:
     register(cli)
 
 
-def _setup(make_config, openai_emu):  # noqa: ANN001, ANN202
+def _setup(make_config, openai_emu):
     cfg = make_config(providers={"oa": openai_emu.provider("gpt-labels")}, crm={"type": "sqlite"})
     conn = build_connector(cfg)  # seeds the local CRM with the bundled sample leads
+    assert isinstance(conn, SQLiteConnector)
     db = conn.db
     db.execute("UPDATE leads SET ai_review_decision='qualified' WHERE id IN ('L00001','L00002')")
     db.execute("UPDATE leads SET ai_review_decision='Unqualified' WHERE id IN ('L00015','L00033')")
@@ -31,7 +33,7 @@ def _setup(make_config, openai_emu):  # noqa: ANN001, ANN202
     return cfg
 
 
-def test_pull_export_and_eval(make_config, openai_emu, tmp_path: Path) -> None:  # noqa: ANN001
+def test_pull_export_and_eval(make_config, openai_emu, tmp_path: Path) -> None:
     cfg = _setup(make_config, openai_emu)
     runner = CliRunner()
     r = runner.invoke(cli, ["labels", "pull", "--config", cfg.source])
@@ -43,8 +45,13 @@ def test_pull_export_and_eval(make_config, openai_emu, tmp_path: Path) -> None: 
     ledger = Ledger(cfg.state_dir / "ledger.sqlite", "sqlite")
     got = {(x["lead_id"], x["source"]): x["outcome"] for x in ledger.labels()}
     ledger.close()
-    assert got == {("L00001", "review"): "qualified", ("L00002", "review"): "qualified",  # a decision beats a conversion
-                   ("L00004", "conversion"): "qualified", ("L00015", "review"): "unqualified", ("L00033", "review"): "unqualified"}
+    assert got == {
+        ("L00001", "review"): "qualified",
+        ("L00002", "review"): "qualified",  # a decision beats a conversion
+        ("L00004", "conversion"): "qualified",
+        ("L00015", "review"): "unqualified",
+        ("L00033", "review"): "unqualified",
+    }
 
     out_csv = tmp_path / "labels.csv"
     r = runner.invoke(cli, ["labels", "export", "--config", cfg.source, "--output", str(out_csv)])
@@ -61,7 +68,7 @@ def test_pull_export_and_eval(make_config, openai_emu, tmp_path: Path) -> None: 
     assert openai_emu.request_count() == 5
 
 
-def test_export_chat_jsonl(make_config, openai_emu, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_chat_jsonl(make_config, openai_emu, tmp_path: Path) -> None:
     cfg = _setup(make_config, openai_emu)
     runner = CliRunner()
     assert runner.invoke(cli, ["labels", "pull", "--config", cfg.source]).exit_code == 0

@@ -1,5 +1,6 @@
 """`crmsync ledger backup` and the README's restore procedure: a consistent copy made while crmsync may run,
 never over an existing file; restored, it lets crmsync carry on without paying for any lead again."""
+
 from __future__ import annotations
 
 import shutil

@@ -4,6 +4,7 @@ damaged bytes) and seen through the CLI, as an operator would.
 
 Every case first scores 3 leads, then adds 2 new ones to the CRM, so a run that ignored the fault would pay for 2.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ from tests.daemon_helpers import env
 from tests.emulators import OpenAIEmulator
 from tests.ops_helpers import PLAIN_USER, add_leads, cli, crm_db, digest, said, setup
 
-RESTORE = ("restore your last backup, or rebuild it from the CRM with `crmsync ledger rebuild` "
-           "(README, Operations: Recovery)")
+RESTORE = "restore your last backup, or rebuild it from the CRM with `crmsync ledger rebuild` (README, Operations: Recovery)"
 
 
 @pytest.fixture
@@ -129,7 +129,8 @@ def test_full_disk(tmp_path: Path, scored: Path, emu: OpenAIEmulator) -> None:
     before = digest(ledger)
     msg = _refused(scored, emu, wrap=["prlimit", "--fsize=40000:40000", "--"])
     assert re.fullmatch(
-        re.escape(f"error: cannot read or write the ledger {ledger} (disk I/O error; ") + r"[0-9.]+ [KMGT]iB"
+        re.escape(f"error: cannot read or write the ledger {ledger} (disk I/O error; ")
+        + r"[0-9.]+ [KMGT]iB"
         + re.escape(
             f" free on its disk): the disk or this user's quota may be full, or the disk is failing. crmsync stops "
             f"rather than pay for scores it cannot keep. Fix: free space (`df -h {ledger.parent}`), check the disk "
@@ -204,9 +205,12 @@ def test_probe_reports_sqlite_full(tmp_path: Path) -> None:
     with pytest.raises(LedgerError) as exc:
         ledger.probe_writable()
     assert re.fullmatch(
-        re.escape(f"the disk holding the ledger {path} is full (database or disk is full; ") + r"[0-9.]+ [KMGT]iB"
-        + re.escape(" free there now): crmsync could not record a score, so it stops rather than pay for scores it "
-                    "cannot keep. Fix: free space on that disk, then start again. The ledger was left as is."),
+        re.escape(f"the disk holding the ledger {path} is full (database or disk is full; ")
+        + r"[0-9.]+ [KMGT]iB"
+        + re.escape(
+            " free there now): crmsync could not record a score, so it stops rather than pay for scores it "
+            "cannot keep. Fix: free space on that disk, then start again. The ledger was left as is."
+        ),
         str(exc.value),
     ), str(exc.value)
     ledger.db.execute(f"PRAGMA max_page_count = {pages + 100}")
@@ -219,7 +223,9 @@ def test_probe_keeps_a_reserve_of_free_space(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "sqlite")
     with pytest.raises(LedgerError) as exc:
         ledger.probe_writable(min_free_bytes=1 << 60)  # more than any disk here has
-    assert re.search(r"is full \(only [0-9.]+ [KMG]iB free, below the 1048576.0 TiB crmsync keeps in reserve; ", str(exc.value)), str(exc.value)
+    assert re.search(r"is full \(only [0-9.]+ [KMG]iB free, below the 1048576.0 TiB crmsync keeps in reserve; ", str(exc.value)), str(
+        exc.value
+    )
     ledger.close()
 
 
@@ -242,8 +248,14 @@ def test_daemon_reports_a_ledger_lost_mid_life_each_cycle_and_pays_nothing(tmp_p
     cfg = setup(tmp_path, emu.base_url, 3)
     log = tmp_path / "daemon.log"
     with open(log, "w") as fh:
-        daemon = subprocess.Popen([sys.executable, "-m", "crmsync", "run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                  stderr=fh, text=True, env=env(emu.api_key), cwd=tmp_path)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "crmsync", "run", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            text=True,
+            env=env(emu.api_key),
+            cwd=tmp_path,
+        )
     try:
         deadline = time.time() + 30
         while emu.request_count() < 3 and time.time() < deadline:
@@ -262,7 +274,9 @@ def test_daemon_reports_a_ledger_lost_mid_life_each_cycle_and_pays_nothing(tmp_p
         daemon.wait(timeout=60)
     text = log.read_text()
     assert daemon.returncode == 0, text
-    assert (f"ERROR crmsync.daemon: the ledger {ledger} was deleted or replaced while crmsync was running: results would go "
-            f"to a file no one can see. Fix: stop crmsync; {RESTORE}; then start it again. (next try in 10s)") in text
+    assert (
+        f"ERROR crmsync.daemon: the ledger {ledger} was deleted or replaced while crmsync was running: results would go "
+        f"to a file no one can see. Fix: stop crmsync; {RESTORE}; then start it again. (next try in 10s)"
+    ) in text
     assert "Traceback" not in text
     assert emu.request_count() == 3

@@ -1,4 +1,5 @@
 """Outages and rate limits as a person sees them, through the CLI: `score`, `run --once`, `status`."""
+
 from __future__ import annotations
 
 import csv
@@ -34,13 +35,18 @@ def test_status_shows_each_providers_last_failure_and_when(tmp_path: Path) -> No
         cfg = write_setup(tmp_path, emu.base_url, [lead(i) for i in range(1, 4)])
         assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 1
         down = crmsync(cfg, "status", key=emu.api_key)
-        emu.script("emu-fast", {"score": 80, "confidence": 0.9, "reasons": ["ok"], "missing_or_contradictory": [],
-                                "lead_text_contains_instructions": False})
+        emu.script(
+            "emu-fast",
+            {"score": 80, "confidence": 0.9, "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False},
+        )
         assert crmsync(cfg, "run", "--once", key=emu.api_key).returncode == 0  # recovered: the failed leads are scored
         up = crmsync(cfg, "status", key=emu.api_key)
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
-    assert re.search(rf"provider fast: last failure {stamp} \(unavailable\): {re.escape(HTTP_500)} \(paused 30s\); "
-                     r"no answer recorded", said(down.stdout)), down.stdout
+    assert re.search(
+        rf"provider fast: last failure {stamp} \(unavailable\): {re.escape(HTTP_500)} \(paused 30s\); "
+        r"no answer recorded",
+        said(down.stdout),
+    ), down.stdout
     assert re.search(rf"provider fast: last failure {stamp} \(unavailable\): .*; last answer {stamp}", said(up.stdout)), up.stdout
 
 
@@ -96,7 +102,9 @@ def test_every_provider_down_run_once_names_the_cause_and_loses_no_lead(tmp_path
         line = said(r.stdout)
         assert "failed 5" in line and f"no provider answered: {HTTP_500}; nothing scored, retried next cycle" in line
         assert "Not scored yet:" in r.stdout, "the table says these leads will be retried"
-        emu.script("emu-fast", {"score": 70, "confidence": 0.9, "reasons": ["ok"], "missing_or_contradictory": [],
-                                "lead_text_contains_instructions": False})
+        emu.script(
+            "emu-fast",
+            {"score": 70, "confidence": 0.9, "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False},
+        )
         r = crmsync(cfg, "run", "--once", key=emu.api_key)
         assert r.returncode == 0 and "scored 5" in said(r.stdout), "the next cycle scores every one of them"

@@ -3,13 +3,14 @@
 Unit tests drive ``Pacer`` with a fake clock; the rest run the real SDKs against emulators that enforce a
 requests-per-minute limit the way the real APIs do (tests/emulators/ratelimit.py), scaled down to stay fast.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import openai
 import pytest
@@ -19,21 +20,7 @@ from crmsync.providers import anthropic_provider, openai_provider
 from crmsync.providers.pacing import Pacer, RateSignal, _Window, parse_duration, seconds_until
 from tests.emulators import answer, delay, error
 from tests.emulators.behaviours import extract_lead
-
-
-class SleepClock:
-    """A fake monotonic clock whose sleep advances it: pacing decisions without real waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 class RealSleeps(list):
@@ -49,14 +36,26 @@ def many_leads(n: int) -> list[Lead]:
 
 
 # --------------------------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("text, seconds", [("6m0s", 360.0), ("1s", 1.0), ("120ms", 0.12), ("1h2m3.5s", 3723.5),
-                                           ("0s", 0.0), ("", None), ("soon", None), ("5", None), ("1s junk", None)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("6m0s", 360.0),
+        ("1s", 1.0),
+        ("120ms", 0.12),
+        ("1h2m3.5s", 3723.5),
+        ("0s", 0.0),
+        ("", None),
+        ("soon", None),
+        ("5", None),
+        ("1s junk", None),
+    ],
+)
 def test_openai_reset_durations(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_anthropic_reset_times():
-    now = datetime(2026, 11, 30, 6, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
     assert seconds_until("2026-11-30T06:01:00Z", now) == 60.0
     assert seconds_until("2026-11-30T06:00:00.500+00:00", now) == 0.5
     assert seconds_until("2026-11-30T05:59:00Z", now) == 0.0  # past: nothing to wait for
@@ -66,27 +65,31 @@ def test_anthropic_reset_times():
 def test_signals_read_from_real_responses(openai_emu, anthropic_emu):
     openai_emu.limit(requests_per_minute=600, tokens_per_minute=90_000)
     client = openai.OpenAI(base_url=openai_emu.base_url, api_key=openai_emu.api_key, max_retries=0)
-    raw = client.chat.completions.with_raw_response.create(model="m", max_completion_tokens=100,
-                                                           messages=[{"role": "user", "content": "x" * 400}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="m", max_completion_tokens=100, messages=[{"role": "user", "content": "x" * 400}]
+    )
     sig = openai_provider.rate_signal(raw.headers)
     assert sig.requests_limit == 600 and sig.requests_remaining == 9  # a 1 s window of 600/min banks 10
     assert sig.requests_reset_s == pytest.approx(0.1, abs=0.02)  # one request refills in 100 ms
     assert sig.tokens_limit == 90_000 and sig.tokens_remaining == 90_000 - 200  # 400 chars / 4 + 100 max tokens
 
     import anthropic
+
     anthropic_emu.limit(requests_per_minute=50)
     an = anthropic.Anthropic(base_url=anthropic_emu.base_url, api_key=anthropic_emu.api_key, max_retries=0)
     raw2 = an.messages.with_raw_response.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     sig2 = anthropic_provider.rate_signal(raw2.headers)
     assert sig2.requests_limit == 50 and sig2.requests_remaining == 0  # 50/min over 1 s: one request banked
-    assert 1.0 < sig2.requests_reset_s <= 2.3  # 1.2 s to refill one, as an RFC 3339 time in whole seconds, rounded up
+    assert (
+        sig2.requests_reset_s is not None and 1.0 < sig2.requests_reset_s <= 2.3
+    )  # 1.2 s to refill one, as an RFC 3339 time in whole seconds, rounded up
     assert sig2.tokens_limit == 2_000_000  # not limited: the static figures
 
 
 # ---------------------------------------------------------------------------------------- the limiter
 def test_requests_leave_evenly_spaced_under_requests_per_minute():
-    clock = SleepClock()
-    pacer = Pacer("p", requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    clock = FakeClock()
+    pacer = Pacer("p", requests_per_minute=60, clock=clock)
     starts = []
     for _ in range(4):
         ticket = pacer.acquire(0)
@@ -94,15 +97,15 @@ def test_requests_leave_evenly_spaced_under_requests_per_minute():
         pacer.release(ticket, answered=True)
     assert starts == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.002)  # 60/min: one a second, no burst
     clock.sleep(10)  # idle: at most half a second's worth may leave at once, never a minute's
-    fast = Pacer("q", requests_per_minute=360, clock=clock, sleep=clock.sleep)
+    fast = Pacer("q", requests_per_minute=360, clock=clock)
     t0 = clock.now
     times = [fast.acquire(0).started - t0 for _ in range(6)]
     assert times == pytest.approx([0.0, 0.0, 0.0, 1 / 6, 2 / 6, 3 / 6], abs=0.002)
 
 
 def test_tokens_per_minute_charges_the_estimate_and_settles_the_real_usage():
-    clock = SleepClock()
-    pacer = Pacer("p", tokens_per_minute=6000, clock=clock, sleep=clock.sleep)  # 100 tokens a second
+    clock = FakeClock()
+    pacer = Pacer("p", tokens_per_minute=6000, clock=clock)  # 100 tokens a second
     first = pacer.acquire(3000)
     pacer.release(first, answered=True, used_tokens=1000)  # 2000 over-estimated: a credit for the next one
     second = pacer.acquire(3000)  # 6000 banked - 3000 = 3000 left; charged 3000 - 2000 = 1000
@@ -115,8 +118,8 @@ def test_tokens_per_minute_charges_the_estimate_and_settles_the_real_usage():
 
 
 def test_signals_slow_down_before_the_429():
-    clock = SleepClock()
-    pacer = Pacer("p", clock=clock, sleep=clock.sleep)
+    clock = FakeClock()
+    pacer = Pacer("p", clock=clock)
     pacer.observe(RateSignal(requests_limit=600, requests_remaining=3))
     assert pacer.gate_remaining() == 0  # budget left: no wait
     pacer.observe(RateSignal(requests_limit=600, requests_remaining=0, requests_reset_s=6.0))
@@ -150,7 +153,7 @@ def test_aimd_halves_once_per_round_trip_and_grows_back_to_the_workers():
     assert w.limit == 4
     for _ in range(6):
         w.leave(started=1.0, now=4.0, answered=True, limited=False)
-    assert w.in_flight == 0 and 5 < w.limit < 6  # additive: about one per window's worth of answers
+    assert w.in_flight == 0 and w.limit is not None and 5 < w.limit < 6  # additive: about one per window's worth of answers
     for _ in range(200):
         w.enter()
         w.leave(started=5.0, now=5.0, answered=True, limited=False)
@@ -175,13 +178,17 @@ def test_window_blocks_callers_beyond_the_limit():
 @pytest.fixture
 def chain_with_sleeps(openai_emu, anthropic_emu, make_config, make_scorer, fake_clock):
     def make(sleep, a=None, steps=("first", "second")):
-        cfg = make_config(providers={"first": openai_emu.provider("gpt-a", **(a or {})),
-                                     "second": anthropic_emu.provider("claude-b")}, steps=list(steps))
+        cfg = make_config(
+            providers={"first": openai_emu.provider("gpt-a", **(a or {})), "second": anthropic_emu.provider("claude-b")}, steps=list(steps)
+        )
         return make_scorer(cfg, clock=fake_clock, sleep=sleep)
+
     return make
 
 
-def test_429_with_a_short_retry_after_makes_the_lead_wait_for_the_same_provider(chain_with_sleeps, openai_emu, anthropic_emu, leads, valid_answer):
+def test_429_with_a_short_retry_after_makes_the_lead_wait_for_the_same_provider(
+    chain_with_sleeps, openai_emu, anthropic_emu, leads, valid_answer
+):
     sleeps = RealSleeps()
     openai_emu.script("gpt-a", error(429, retry_after=0.2), error(429, retry_after_ms=150), answer(valid_answer(score=64)))
     result = chain_with_sleeps(sleeps).score(leads["good"])
@@ -229,7 +236,7 @@ def test_rate_limited_provider_scores_every_lead_at_its_limit(openai_emu, anthro
     cfg = make_config(providers={"only": emu.provider("m", **extra)}, scoring={"concurrency": 16})
     scorer = make_scorer(cfg, sleep=time.sleep)
     t0 = time.monotonic()
-    results = dict((lead.id, r) for lead, r in scorer.score_many(many_leads(n), concurrency=16))
+    results = {lead.id: r for lead, r in scorer.score_many(many_leads(n), concurrency=16)}
     wall = time.monotonic() - t0
     assert len(results) == n and Counter(r.status for r in results.values()) == {ScoreStatus.scored: n}
     paid = Counter(extract_lead(_user_text(r.body))["company"] for r in emu.requests if r.status == 200)
@@ -247,15 +254,26 @@ def _user_text(body: dict) -> str:
 
 
 # --------------------------------------------------------------------------------- outages are visible
-def test_outage_warns_once_per_provider_per_pause_with_the_cause(openai_emu, make_config, make_scorer, leads, fake_clock,
-                                                               closed_port_url, monkeypatch, caplog):
+def test_outage_warns_once_per_provider_per_pause_with_the_cause(
+    openai_emu, make_config, make_scorer, leads, fake_clock, closed_port_url, monkeypatch, caplog
+):
     monkeypatch.setenv("CRMSYNC_TEST_OPENAI_KEY", openai_emu.api_key)
     openai_emu.script("gpt-a", error(500))
     cfg = make_config(
-        providers={"fast": openai_emu.provider("gpt-a"),
-                   "gone": {"type": "openai", "model": "m", "base_url": closed_port_url, "api_key_env": "CRMSYNC_TEST_OPENAI_KEY",
-                            "max_retries": 0, "timeout_s": 2}},
-        steps=["fast", "gone"], cooldown={"base_s": 30, "max_s": 600})
+        providers={
+            "fast": openai_emu.provider("gpt-a"),
+            "gone": {
+                "type": "openai",
+                "model": "m",
+                "base_url": closed_port_url,
+                "api_key_env": "CRMSYNC_TEST_OPENAI_KEY",
+                "max_retries": 0,
+                "timeout_s": 2,
+            },
+        },
+        steps=["fast", "gone"],
+        cooldown={"base_s": 30, "max_s": 600},
+    )
     scorer = make_scorer(cfg, clock=fake_clock)
     with caplog.at_level(logging.WARNING, logger="crmsync"):
         first = scorer.score(leads["good"])
@@ -266,25 +284,40 @@ def test_outage_warns_once_per_provider_per_pause_with_the_cause(openai_emu, mak
     assert first.status is during.status is after.status is ScoreStatus.failed
     assert [h.outcome for h in during.hops] == [HopOutcome.cooling_down, HopOutcome.cooling_down]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings[0] == "provider fast unavailable, paused 30s: fast: HTTP 500: The server had an error while processing your request. Sorry about that!"
+    assert (
+        warnings[0]
+        == "provider fast unavailable, paused 30s: fast: HTTP 500: The server had an error while processing your request. Sorry about that!"
+    )
     assert warnings[1].startswith("provider gone unavailable, paused 30s: gone: APIConnectionError: Connection error. (")
     assert "Connection refused" in warnings[1]
     assert [w.split(":")[0] for w in warnings[2:]] == ["provider fast unavailable, paused 60s", "provider gone unavailable, paused 60s"]
     assert scorer.chain.outage_summary() == (
         "no provider answered: fast: HTTP 500: The server had an error while processing your request. Sorry about that!; "
-        + warnings[3].split("paused 60s: ", 1)[1])
+        + warnings[3].split("paused 60s: ", 1)[1]
+    )
 
 
 def test_outage_summary_is_none_once_any_provider_answers(chain_with_sleeps, openai_emu, anthropic_emu, leads, fake_clock):
-    openai_emu.script("gpt-a", error(503), answer({"score": 70, "confidence": 0.9, "reasons": ["r"],
-                                                   "missing_or_contradictory": [], "lead_text_contains_instructions": False}))
-    anthropic_emu.script("claude-b", error(529), answer({"score": 71, "confidence": 0.9, "reasons": ["r"],
-                                                         "missing_or_contradictory": [], "lead_text_contains_instructions": False}))
+    openai_emu.script(
+        "gpt-a",
+        error(503),
+        answer(
+            {"score": 70, "confidence": 0.9, "reasons": ["r"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}
+        ),
+    )
+    anthropic_emu.script(
+        "claude-b",
+        error(529),
+        answer(
+            {"score": 71, "confidence": 0.9, "reasons": ["r"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}
+        ),
+    )
     scorer = chain_with_sleeps(lambda s: None)
     assert scorer.chain.outage_summary() is None  # nothing tried yet
     scorer.score(leads["good"])
-    assert scorer.chain.outage_summary() == ("no provider answered: first: HTTP 503: The server is overloaded or not "
-                                             "ready yet.; second: HTTP 529: Overloaded")
+    assert scorer.chain.outage_summary() == (
+        "no provider answered: first: HTTP 503: The server is overloaded or not ready yet.; second: HTTP 529: Overloaded"
+    )
     fake_clock.advance(31)
     assert scorer.score(leads["good"]).provider == "first"
     assert scorer.chain.outage_summary() is None
@@ -294,12 +327,14 @@ def test_fell_back_only_when_a_next_step_existed(openai_emu, anthropic_emu, make
     openai_emu.script("gpt-a", error(500))
     one_step = make_scorer(make_config(providers={"only": openai_emu.provider("gpt-a")})).score(leads["good"])
     assert one_step.status is ScoreStatus.failed and not one_step.fell_back  # nowhere to fall back to
-    two_steps = make_scorer(make_config(providers={"a": openai_emu.provider("gpt-a"), "b": anthropic_emu.provider("claude-b")},
-                                        steps=["a", "b"])).score(leads["good"])
+    two_steps = make_scorer(
+        make_config(providers={"a": openai_emu.provider("gpt-a"), "b": anthropic_emu.provider("claude-b")}, steps=["a", "b"])
+    ).score(leads["good"])
     assert two_steps.status is ScoreStatus.scored and two_steps.fell_back
     openai_emu.script("gpt-ok", answer(valid_answer(confidence=0.3)))
     anthropic_emu.script("claude-b", error(529))
-    escalated = make_scorer(make_config(providers={"a": openai_emu.provider("gpt-ok"), "b": anthropic_emu.provider("claude-b")},
-                                        steps=[("a", 0.5), "b"])).score(leads["good"])
+    escalated = make_scorer(
+        make_config(providers={"a": openai_emu.provider("gpt-ok"), "b": anthropic_emu.provider("claude-b")}, steps=[("a", 0.5), "b"])
+    ).score(leads["good"])
     assert [h.outcome for h in escalated.hops] == [HopOutcome.ok, HopOutcome.unavailable]
     assert not escalated.fell_back  # the failing step was the last one: it handed nothing on

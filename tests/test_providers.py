@@ -1,5 +1,6 @@
 """Each provider alone, against the emulators through the real SDK: status mapping, retries and Retry-After,
 request shape, answer validation; plus the pure helpers of providers/base.py."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,14 @@ import math
 
 import pytest
 
-from crmsync.config import AnthropicProviderConfig, OpenAIProviderConfig, PriceConfig
+from crmsync.config import PriceConfig
 from crmsync.errors import ConfigError, InvalidAnswer, ProviderRejected, ProviderUnavailable
 from crmsync.models import ModelAnswer, Usage
 from crmsync.providers.anthropic_provider import AnthropicProvider
-from crmsync.providers.base import (
-    Prompt, Repair, cost_usd, parse_retry_after, retry_delay, score_token_confidence, validate_answer,
-)
+from crmsync.providers.base import Prompt, Repair, cost_usd, score_token_confidence, validate_answer
 from crmsync.providers.openai_provider import OpenAIProvider
+from crmsync.providers.options import ProviderContext
+from tests.conftest import SleepClock
 from tests.emulators import answer, drop, error, raw, refusal, truncated
 
 PROMPT = Prompt(system="You score leads. " * 20, user='Score this lead:\n```json\n{"company": "Acme"}\n```', cache_key="crmsync-abc")
@@ -36,7 +37,7 @@ def oa(openai_emu, sleeps):
     made = []
 
     def make(**kw):
-        p = OpenAIProvider("oa", OpenAIProviderConfig(**openai_emu.provider("gpt-t", **kw)), sleep=sleeps)
+        p = OpenAIProvider("oa", OpenAIProvider.Options(**openai_emu.provider("gpt-t", **kw)), ProviderContext(clock=SleepClock(sleeps)))
         made.append(p)
         return p
 
@@ -50,7 +51,9 @@ def an(anthropic_emu, sleeps):
     made = []
 
     def make(**kw):
-        p = AnthropicProvider("an", AnthropicProviderConfig(**anthropic_emu.provider("claude-t", **kw)), sleep=sleeps)
+        p = AnthropicProvider(
+            "an", AnthropicProvider.Options(**anthropic_emu.provider("claude-t", **kw)), ProviderContext(clock=SleepClock(sleeps))
+        )
         made.append(p)
         return p
 
@@ -60,10 +63,22 @@ def an(anthropic_emu, sleeps):
 
 
 # ---------------------------------------------------------------------------------------- status mapping
-@pytest.mark.parametrize("status, exc", [(429, ProviderUnavailable), (500, ProviderUnavailable), (502, ProviderUnavailable),
-                                         (503, ProviderUnavailable), (408, ProviderUnavailable), (409, ProviderUnavailable),
-                                         (400, ProviderRejected), (401, ProviderRejected), (403, ProviderRejected),
-                                         (404, ProviderRejected), (422, ProviderRejected)])
+@pytest.mark.parametrize(
+    "status, exc",
+    [
+        (429, ProviderUnavailable),
+        (500, ProviderUnavailable),
+        (502, ProviderUnavailable),
+        (503, ProviderUnavailable),
+        (408, ProviderUnavailable),
+        (409, ProviderUnavailable),
+        (400, ProviderRejected),
+        (401, ProviderRejected),
+        (403, ProviderRejected),
+        (404, ProviderRejected),
+        (422, ProviderRejected),
+    ],
+)
 def test_openai_status_mapping(oa, openai_emu, status, exc):
     openai_emu.script("gpt-t", error(status))
     with pytest.raises(exc) as info:
@@ -71,10 +86,21 @@ def test_openai_status_mapping(oa, openai_emu, status, exc):
     assert info.value.status == status and f"HTTP {status}" in str(info.value)
 
 
-@pytest.mark.parametrize("status, exc", [(429, ProviderUnavailable), (500, ProviderUnavailable), (503, ProviderUnavailable),
-                                         (504, ProviderUnavailable), (529, ProviderUnavailable), (400, ProviderRejected),
-                                         (401, ProviderRejected), (402, ProviderRejected), (403, ProviderRejected),
-                                         (404, ProviderRejected)])
+@pytest.mark.parametrize(
+    "status, exc",
+    [
+        (429, ProviderUnavailable),
+        (500, ProviderUnavailable),
+        (503, ProviderUnavailable),
+        (504, ProviderUnavailable),
+        (529, ProviderUnavailable),
+        (400, ProviderRejected),
+        (401, ProviderRejected),
+        (402, ProviderRejected),
+        (403, ProviderRejected),
+        (404, ProviderRejected),
+    ],
+)
 def test_anthropic_status_mapping(an, anthropic_emu, status, exc):
     anthropic_emu.script("claude-t", error(status))
     with pytest.raises(exc) as info:
@@ -92,8 +118,11 @@ def test_dropped_connection_is_unavailable(oa, an, openai_emu, anthropic_emu):
 
 def test_refused_connection_is_unavailable(closed_port_url, monkeypatch, sleeps):
     monkeypatch.setenv("K", "sk-x")
-    p = OpenAIProvider("gone", OpenAIProviderConfig(type="openai", model="m", base_url=closed_port_url, api_key_env="K",
-                                                    max_retries=2, timeout_s=2), sleep=sleeps)
+    p = OpenAIProvider(
+        "gone",
+        OpenAIProvider.Options(type="openai", model="m", base_url=closed_port_url, api_key_env="K", max_retries=2, timeout_s=2),
+        ProviderContext(clock=SleepClock(sleeps)),
+    )
     with pytest.raises(ProviderUnavailable, match="APIConnectionError"):
         p.score(PROMPT)
     assert len(sleeps) == 2  # retried twice with backoff, then gave up
@@ -223,9 +252,15 @@ def test_repair_request_carries_previous_answer_and_problem(oa, an, openai_emu, 
 
 
 # ------------------------------------------------------------------------------------------ invalid answers
-@pytest.mark.parametrize("behaviour, kind", [(raw("{"), "malformed_json"), (refusal(), "refusal"),
-                                             (truncated('{"score": 1'), "truncated"),
-                                             (answer({**GOOD, "confidence": 1.5}), "schema_violation")])
+@pytest.mark.parametrize(
+    "behaviour, kind",
+    [
+        (raw("{"), "malformed_json"),
+        (refusal(), "refusal"),
+        (truncated('{"score": 1'), "truncated"),
+        (answer({**GOOD, "confidence": 1.5}), "schema_violation"),
+    ],
+)
 def test_invalid_answers_carry_kind_and_usage(oa, an, openai_emu, anthropic_emu, behaviour, kind):
     openai_emu.script("gpt-t", behaviour)
     anthropic_emu.script("claude-t", behaviour)
@@ -239,28 +274,15 @@ def test_invalid_answers_carry_kind_and_usage(oa, an, openai_emu, anthropic_emu,
 def test_missing_api_key_env_is_a_startup_error_naming_it(monkeypatch):
     monkeypatch.delenv("CRMSYNC_NOPE_KEY", raising=False)
     with pytest.raises(ConfigError, match="CRMSYNC_NOPE_KEY") as info:
-        OpenAIProvider("fast", OpenAIProviderConfig(type="openai", model="m", api_key_env="CRMSYNC_NOPE_KEY"))
+        OpenAIProvider("fast", OpenAIProvider.Options(type="openai", model="m", api_key_env="CRMSYNC_NOPE_KEY"))
     assert "'fast'" in str(info.value)
     monkeypatch.setenv("CRMSYNC_NOPE_KEY", "   ")
     with pytest.raises(ConfigError, match="CRMSYNC_NOPE_KEY"):
-        AnthropicProvider("b", AnthropicProviderConfig(type="anthropic", model="m", api_key_env="CRMSYNC_NOPE_KEY"))
+        AnthropicProvider("b", AnthropicProvider.Options(type="anthropic", model="m", api_key_env="CRMSYNC_NOPE_KEY"))
 
 
 # -------------------------------------------------------------------------------------------- pure helpers
-def test_retry_delay_rules():
-    assert retry_delay(1, 3.0, cap=5) == 3.0
-    assert retry_delay(1, 6.0, cap=5) is None
-    assert retry_delay(1, 0.0, cap=5) == 0.0
-    assert 0.375 <= retry_delay(1, None, cap=5) <= 0.5
-    assert 6.0 <= retry_delay(10, None, cap=5) <= 8.0  # backoff capped at 8 s
-
-
-def test_parse_retry_after():
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert parse_retry_after({"retry-after": "7"}) == 7.0
-    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
-    assert parse_retry_after({"retry-after": "-3"}) == 0.0
-    assert parse_retry_after({}) is None and parse_retry_after(None) is None
+# (the retry policy and Retry-After parsing are crmsync.support's: tests/test_support.py)
 
 
 def test_validate_answer_accepts_fenced_json_and_rejects_out_of_range():

@@ -1,4 +1,5 @@
 """The rubric file: parsing, version, tiers in code, and errors that name the file, the line and the fix."""
+
 from __future__ import annotations
 
 import logging
@@ -67,14 +68,21 @@ def test_unknown_key_named_with_line_and_fix():
 def test_missing_parts():
     msg = rubric_error('+++\nname = "x"\n+++\n' + BODY)
     assert "missing setting `tiers`" in msg
-    msg = rubric_error('+++\n[tiers]\nD = 0\n+++\n' + BODY)
+    msg = rubric_error("+++\n[tiers]\nD = 0\n+++\n" + BODY)
     assert "missing setting `name`" in msg
     msg = rubric_error(FRONT + "Too short.")
     assert "rules.md:9:" in msg and "too short" in msg  # the first line after the closing +++
 
 
-@pytest.mark.parametrize("tiers, words", [("A = 80\nB = 60", "start at 0"), ("A = 80\nB = 80\nD = 0", "same cut-off"),
-                                          ("A = 120\nD = 0", "outside 0–100"), ("", "at least one tier")])
+@pytest.mark.parametrize(
+    "tiers, words",
+    [
+        ("A = 80\nB = 60", "start at 0"),
+        ("A = 80\nB = 80\nD = 0", "same cut-off"),
+        ("A = 120\nD = 0", "outside 0–100"),
+        ("", "at least one tier"),
+    ],
+)
 def test_bad_tiers(tiers, words):
     msg = rubric_error(f'+++\nname = "x"\n[tiers]\n{tiers}\n+++\n' + BODY)
     assert words in msg and "rules.md:3" in msg  # the [tiers] line

@@ -1,4 +1,5 @@
 """A rubric edit takes effect at the next batch; a broken edit keeps the last good rubric scoring."""
+
 from __future__ import annotations
 
 import logging
@@ -11,11 +12,13 @@ from crmsync.config import load_config
 from crmsync.cycle import Cycle
 from crmsync.rubric import bundled_rubric_path
 from crmsync.state import Ledger
-from tests.daemon_helpers import KEY_ENV, crm_exec, ledger_rows, lead, write_setup
+from tests.daemon_helpers import KEY_ENV, crm_exec, lead, ledger_rows, write_setup
 from tests.emulators import OpenAIEmulator
 
 
-def test_broken_edit_keeps_last_good_rubric_then_fix_takes_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_broken_edit_keeps_last_good_rubric_then_fix_takes_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     rubric = tmp_path / "lead_score.md"
     good = bundled_rubric_path().read_text()
     rubric.write_text(good)

@@ -1,4 +1,5 @@
 """`crmsync score`: a file in, a file out, a summary; and the example config and bundled data stay valid."""
+
 from __future__ import annotations
 
 import csv
@@ -7,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from crmsync.config import Config, load_config
 from tests.daemon_helpers import crmsync, write_setup
@@ -17,8 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_score_csv_writes_results_and_summary(tmp_path: Path) -> None:
     with OpenAIEmulator() as emu:
-        emu.script("emu-fast", {"score": 85, "confidence": 0.95, "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False},
-                   error(500), {"score": 30, "confidence": 0.4, "reasons": ["thin"], "missing_or_contradictory": ["employees"], "lead_text_contains_instructions": False})
+        emu.script(
+            "emu-fast",
+            {"score": 85, "confidence": 0.95, "reasons": ["ok"], "missing_or_contradictory": [], "lead_text_contains_instructions": False},
+            error(500),
+            {
+                "score": 30,
+                "confidence": 0.4,
+                "reasons": ["thin"],
+                "missing_or_contradictory": ["employees"],
+                "lead_text_contains_instructions": False,
+            },
+        )
         cfg = write_setup(tmp_path, emu.base_url, [])
         src = tmp_path / "in.csv"
         src.write_text("id,company,monthly_orders,description\nA,Acme,9000,Big\nB,Beta,10,Small\n")
@@ -51,7 +63,7 @@ def test_example_config_is_valid_and_shows_every_key() -> None:
     text = (ROOT / "config.example.toml").read_text()
     tomllib.loads(text)
 
-    def keys(model: type, prefix: str = "") -> set[str]:
+    def keys(model: type[BaseModel], prefix: str = "") -> set[str]:
         out: set[str] = set()
         for name, f in model.model_fields.items():
             if name in ("base_dir", "source"):

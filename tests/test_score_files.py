@@ -3,6 +3,7 @@
 Every test runs the CLI as a subprocess against the OpenAI emulator, which counts requests: a refused file or
 output path costs 0 calls, and a rerun after a crash pays only for the leads not yet in the output.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,7 +37,7 @@ class Rig:
         """`crmsync score --config … ARGS`, run in the config's folder, so relative paths are what a user types."""
         return crmsync(self.cfg, "score", *args, key=self.emu.api_key)
 
-    def companies_asked(self) -> Counter[str]:
+    def companies_asked(self) -> Counter[str | None]:
         """How often each lead (by company) was sent to the model, over every run so far."""
         return Counter(extract_lead(self.emu._last_user_text(r.body)).get("company") for r in self.emu.requests)
 
@@ -70,6 +71,7 @@ def out_rows(path: Path) -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------- the output path, before any call
 
+
 def _unwritable(tmp: Path) -> Path:
     """A path crmsync may not write. Root ignores file modes, so as root: sysfs, which is read-only for everyone."""
     if os.geteuid() == 0:
@@ -85,32 +87,42 @@ def test_a_bad_output_path_is_refused_before_any_paid_call(rig: Rig, case: str) 
     write_leads(rig.tmp / "export.csv", 3)
     (rig.tmp / "results").mkdir()
     output, expected = {
-        "missing folder": ("missing/out.csv", "error: --output missing/out.csv: the folder missing does not exist; "
-                                              "create it (mkdir -p missing) or choose another path."),
+        "missing folder": (
+            "missing/out.csv",
+            ("error: --output missing/out.csv: the folder missing does not exist; create it (mkdir -p missing) or choose another path."),
+        ),
         "a folder": ("results", "error: --output results is a folder; give a file name, e.g. results/scores.csv."),
-        "not writable": (str(p := _unwritable(rig.tmp)), f"error: --output {p}: cannot write there (Permission denied); "
-                                                         "choose a file in a folder you can write to."),
-        "the input itself": ("export.csv", "error: --output export.csv is the input file; choose another file "
-                                           "(results are appended to the output)."),
+        "not writable": (
+            str(p := _unwritable(rig.tmp)),
+            (f"error: --output {p}: cannot write there (Permission denied); choose a file in a folder you can write to."),
+        ),
+        "the input itself": (
+            "export.csv",
+            ("error: --output export.csv is the input file; choose another file (results are appended to the output)."),
+        ),
     }[case]
     r = rig.score("--input", "export.csv", "--output", output)
     assert said(r) == expected
     assert r.returncode == 2 and rig.emu.request_count() == 0
     assert sorted(p.name for p in rig.tmp.iterdir()) == ["crmsync.toml", "export.csv", "leads.csv", "results"] + (
-        ["locked"] if case == "not writable" and os.geteuid() != 0 else [])
+        ["locked"] if case == "not writable" and os.geteuid() != 0 else []
+    )
 
 
 def test_an_existing_file_that_is_not_a_score_output_is_not_appended_to(rig: Rig) -> None:
     write_leads(rig.tmp / "export.csv", 2)
     (rig.tmp / "out.csv").write_text("name,phone\nx,1\n")
     r = rig.score("--input", "export.csv", "--output", "out.csv")
-    assert said(r) == ("error: out.csv exists and is not a crmsync score output (its first line is not the header crmsync "
-                       "writes); choose another --output, or delete the file to start over.")
+    assert said(r) == (
+        "error: out.csv exists and is not a crmsync score output (its first line is not the header crmsync "
+        "writes); choose another --output, or delete the file to start over."
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
     assert (rig.tmp / "out.csv").read_text() == "name,phone\nx,1\n"
 
 
 # --------------------------------------------------------------------------- written as they come; resume
+
 
 def _start_score(rig: Rig, *args: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "crmsync", "score", "--config", str(rig.cfg), *args]
@@ -159,7 +171,8 @@ def test_ctrl_c_lets_the_lead_in_flight_finish_and_keeps_it(rig: Rig) -> None:
     assert proc.returncode == 130
     assert " ".join(stderr.split()) == (
         "stopping: no new lead starts; the ones in flight finish and are written (Ctrl+C again to quit now) "
-        "stopped: 3 of 6 leads done and written to out.csv; run the same command again to resume")
+        "stopped: 3 of 6 leads done and written to out.csv; run the same command again to resume"
+    )
     assert [row["id"] for row in out_rows(rig.tmp / "out.csv")] == ids[:3]  # the one in flight was paid and kept
     assert rig.emu.request_count() == 3  # and no lead started after Ctrl+C
 
@@ -179,8 +192,10 @@ def test_a_second_ctrl_c_quits_at_once_keeping_what_was_written(rig: Rig) -> Non
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130 and time.monotonic() - t0 < 5  # not held by the request in flight (timeout 10 s)
-    assert ("interrupted: 2 result(s) of this run are in out.csv; run the same command again to resume "
-            "(leads that were in flight are scored again)") in " ".join(stderr.split())
+    assert (
+        "interrupted: 2 result(s) of this run are in out.csv; run the same command again to resume "
+        "(leads that were in flight are scored again)"
+    ) in " ".join(stderr.split())
     assert [row["id"] for row in out_rows(rig.tmp / "out.csv")] == ids[:2]
 
 
@@ -224,8 +239,7 @@ def test_a_row_cut_off_by_a_crash_is_dropped_and_its_lead_scored_again(rig: Rig)
     out.write_bytes(out.read_bytes()[:-25])  # the process died in the middle of writing the last row
     r = rig.score("-i", "export.csv", "-o", "out.csv")
     assert r.returncode == 0
-    assert ("resuming: 2 of 3 leads already in out.csv; a last row cut off mid-write was dropped; "
-            "that lead is scored again") in said(r)
+    assert ("resuming: 2 of 3 leads already in out.csv; a last row cut off mid-write was dropped; that lead is scored again") in said(r)
     rows = out_rows(out)
     assert [row["id"] for row in rows] == ids and all(row["hops"] for row in rows)
     assert rig.emu.request_count() == 4
@@ -233,15 +247,20 @@ def test_a_row_cut_off_by_a_crash_is_dropped_and_its_lead_scored_again(rig: Rig)
 
 # --------------------------------------------------------------------------- files as export tools write them
 
+
 def test_an_excel_cp1252_semicolon_export_is_refused_as_utf8_and_read_with_encoding(rig: Rig) -> None:
     # Excel on a German Windows: cp1252, ';' separated, CRLF, a multi-line note in quotes, a euro sign.
-    text = ('Id;company;title;monthly_orders;description\r\n'
-            '00Q1;Müller Versand GmbH;Geschäftsführer;6000;"Zeile eins\r\nZeile zwei: 5 €"\r\n'
-            '00Q2;Café Olé;Inhaber;300;klein\r\n')
+    text = (
+        "Id;company;title;monthly_orders;description\r\n"
+        '00Q1;Müller Versand GmbH;Geschäftsführer;6000;"Zeile eins\r\nZeile zwei: 5 €"\r\n'
+        "00Q2;Café Olé;Inhaber;300;klein\r\n"
+    )
     (rig.tmp / "export.csv").write_bytes(text.encode("cp1252"))
     r = rig.score("-i", "export.csv")
-    assert said(r).startswith("error: export.csv line 2: not valid UTF-8 (byte 0xfc); save it as UTF-8, "
-                              "or pass --encoding cp1252 (Excel on Windows) or --encoding latin-1.")
+    assert said(r).startswith(
+        "error: export.csv line 2: not valid UTF-8 (byte 0xfc); save it as UTF-8, "
+        "or pass --encoding cp1252 (Excel on Windows) or --encoding latin-1."
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
 
     r = rig.score("-i", "export.csv", "--encoding", "cp1252", "-o", "out.csv")
@@ -286,13 +305,22 @@ def _nul(path: Path) -> None:
     path.write_bytes(b"id,company\nA,Ac\x00me\n")
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (_gzip, "error: export.csv is gzip-compressed, not CSV or JSON Lines text; unpack it first (gunzip -k export.csv)."),
-    (_xlsx, "error: export.csv is a ZIP archive (an Excel .xlsx workbook?), not CSV text; "
-            "in Excel use File > Save As > 'CSV UTF-8 (Comma delimited)'."),
-    (_nul, "error: export.csv contains NUL bytes: it is a binary file, not CSV or JSON Lines text."),
-], ids=["gzip", "xlsx", "binary"])
-def test_a_file_that_is_not_text_is_named_as_such(rig: Rig, make, expected: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_gzip, "error: export.csv is gzip-compressed, not CSV or JSON Lines text; unpack it first (gunzip -k export.csv)."),
+        (
+            _xlsx,
+            (
+                "error: export.csv is a ZIP archive (an Excel .xlsx workbook?), not CSV text; "
+                "in Excel use File > Save As > 'CSV UTF-8 (Comma delimited)'."
+            ),
+        ),
+        (_nul, "error: export.csv contains NUL bytes: it is a binary file, not CSV or JSON Lines text."),
+    ],
+    ids=["gzip", "xlsx", "binary"],
+)
+def test_a_file_that_is_not_text_is_named_as_such(rig: Rig, make, expected: str) -> None:
     make(rig.tmp / "export.csv")
     r = rig.score("-i", "export.csv")
     assert said(r) == expected
@@ -312,8 +340,9 @@ def test_a_value_far_over_the_csv_default_limit_is_read(rig: Rig) -> None:
 def test_a_value_over_16_mib_is_refused_with_its_line(rig: Rig) -> None:
     (rig.tmp / "export.csv").write_text("id,company,description\nA,Acme,ok\nB,Beta," + "x" * (16 * 2**20 + 1) + "\n")
     r = rig.score("-i", "export.csv")
-    assert said(r) == ("error: export.csv line 3: a value is longer than 16 MiB, more than any CRM field holds "
-                       "(not a CSV export, or a quote left open?).")
+    assert said(r) == (
+        "error: export.csv line 3: a value is longer than 16 MiB, more than any CRM field holds (not a CSV export, or a quote left open?)."
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
 
 
@@ -326,7 +355,8 @@ def test_an_unclosed_quote_is_named_instead_of_swallowing_the_rest_of_the_file(r
 
 def test_bad_json_lines_are_each_named(rig: Rig) -> None:
     (rig.tmp / "export.jsonl").write_text(
-        '{"id": "A", "company": "Acme"}\n[1, 2]\n{"id": "B", company: "Beta"}\n"just text"\n\n{"id": "C", "company": "Co"}\n')
+        '{"id": "A", "company": "Acme"}\n[1, 2]\n{"id": "B", company: "Beta"}\n"just text"\n\n{"id": "C", "company": "Co"}\n'
+    )
     r = rig.score("-i", "export.jsonl")
     assert r.stderr.splitlines() == [
         "error: export.jsonl line 2: an array, not a JSON object",
@@ -341,21 +371,25 @@ def test_mapped_columns_missing_from_the_header_are_named(rig: Rig) -> None:
     (rig.tmp / "export.csv").write_text("id,company,Title,monthly_orders\nA,Acme,VP Operations,9000\n")
     r = rig.score("-i", "export.csv")
     assert r.returncode == 0
-    assert ("warning: export.csv has no column for these mapped inputs: title (the file has 'Title'), industry, "
-            "employees, source, description; they stay empty for every lead. "
-            "Fix [fields] inputs in the config or the file's header.") in said(r)
+    assert (
+        "warning: export.csv has no column for these mapped inputs: title (the file has 'Title'), industry, "
+        "employees, source, description; they stay empty for every lead. "
+        "Fix [fields] inputs in the config or the file's header."
+    ) in said(r)
 
 
 def test_repeated_lead_ids_are_refused_before_any_call(rig: Rig) -> None:
     (rig.tmp / "export.csv").write_text("id,company\nA,Acme\nB,Beta\nA,Acme again\n")
     r = rig.score("-i", "export.csv", "-o", "out.csv")
-    assert said(r) == ("error: export.csv: lead ids must be unique (the output and resuming match rows by id); "
-                       "repeated: 'A' (lines 2 and 4).")
+    assert said(r) == (
+        "error: export.csv: lead ids must be unique (the output and resuming match rows by id); repeated: 'A' (lines 2 and 4)."
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
     assert not (rig.tmp / "out.csv").exists()
 
 
 # --------------------------------------------------------------------------- options
+
 
 @pytest.mark.parametrize("value", ["-1", "0", "65"])
 def test_concurrency_outside_1_to_64_is_a_usage_error(rig: Rig, value: str) -> None:
@@ -372,8 +406,9 @@ def test_the_concurrency_option_and_the_config_share_one_cap() -> None:
 def test_an_unknown_encoding_is_a_usage_error(rig: Rig) -> None:
     write_leads(rig.tmp / "export.csv", 1)
     r = rig.score("-i", "export.csv", "--encoding", "excel")
-    assert r.stderr.splitlines()[-1] == ("Error: Invalid value for '--encoding': unknown encoding 'excel' "
-                                         "(try utf-8, cp1252, latin-1 or utf-16)")
+    assert r.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--encoding': unknown encoding 'excel' (try utf-8, cp1252, latin-1 or utf-16)"
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
 
 
@@ -382,12 +417,14 @@ def test_log_level_is_a_documented_choice(rig: Rig, command: str) -> None:
     write_leads(rig.tmp / "export.csv", 1)
     extra = ["--once"] if command == "run" else ["-i", "export.csv"]
     r = crmsync(rig.cfg, command, *extra, "--log-level", "verbose", key=rig.emu.api_key)
-    assert r.stderr.splitlines()[-1] == ("Error: Invalid value for '--log-level': 'verbose' is not one of "
-                                         "'debug', 'info', 'warning', 'error'.")
+    assert r.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--log-level': 'verbose' is not one of 'debug', 'info', 'warning', 'error'."
+    )
     assert r.returncode == 2 and rig.emu.request_count() == 0
     help_text = " ".join(crmsync(None, command, "--help", key="").stdout.split())
-    assert ("--log-level [debug|info|warning|error] How much crmsync logs on stderr (any case): "
-            "DEBUG shows every provider call and decision.") in help_text
+    assert (
+        "--log-level [debug|info|warning|error] How much crmsync logs on stderr (any case): DEBUG shows every provider call and decision."
+    ) in help_text
 
 
 def test_log_level_in_any_case_is_accepted(rig: Rig) -> None:

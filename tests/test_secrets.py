@@ -1,6 +1,7 @@
 """Secret hygiene: a pasted key where a variable NAME belongs is refused without being echoed (core providers and
 both CRM connectors); a key with a non-ASCII character is one config error naming the variable; and no secret
 value reaches any output, log line, ledger row, CRM field or results file, even when a provider echoes it."""
+
 from __future__ import annotations
 
 import logging
@@ -13,14 +14,17 @@ from crmsync.app import build_connector
 from crmsync.config import load_config, require_env
 from crmsync.errors import ConfigError
 from crmsync.logs import setup_logging
-from crmsync.masking import Secrets, redact, register_secret
+from crmsync.registry import PROVIDERS, available
+from crmsync.support import Secrets, redact, register_secret
 from tests.daemon_helpers import KEY_ENV, crm_rows, crmsync, lead, ledger_rows, write_setup
 from tests.emulators import OpenAIEmulator, error, refusal
 
 AZURE_STYLE = "c4f1a9e2b7d34f0a9e8b1c2d3e4f5a6b"
 HUBSPOT_PAT = "pat-na1-5c7e2a90-1b3d-4f6a-8c9e-0d2b4f6a8c1e"
-NAME_ERROR = ("must be the NAME of an environment variable (upper-case letters, digits and _ such as OPENAI_API_KEY), "
-              "not the key itself; the value you gave was not shown.")
+NAME_ERROR = (
+    "must be the NAME of an environment variable (upper-case letters, digits and _ such as OPENAI_API_KEY), "
+    "not the key itself; the value you gave was not shown."
+)
 
 
 def _flat(text: str) -> str:
@@ -39,15 +43,17 @@ def _config_error(tmp_path: Path, toml: str) -> str:
 # -- one environment-variable-name type ---------------------------------------------------------------
 @pytest.mark.parametrize("pasted", [AZURE_STYLE, HUBSPOT_PAT, "openai_api_key", "9LIVES", "sk-proj-abc123"])
 def test_a_pasted_provider_key_is_refused_and_never_shown(tmp_path: Path, pasted: str) -> None:
-    msg = _config_error(tmp_path, f'[providers.fast]\ntype = "openai"\nmodel = "m"\napi_key_env = "{pasted}"\n'
-                                  '[[chain]]\nprovider = "fast"\n')
+    msg = _config_error(
+        tmp_path, f'[providers.fast]\ntype = "openai"\nmodel = "m"\napi_key_env = "{pasted}"\n[[chain]]\nprovider = "fast"\n'
+    )
     assert msg == f"{tmp_path / 'c.toml'}: 1 problem(s):\n  - `providers.fast.api_key_env` (line 4): {NAME_ERROR}"
     assert pasted not in msg
 
 
 def test_anthropic_and_a_provider_named_like_a_type(tmp_path: Path) -> None:
-    msg = _config_error(tmp_path, f'[providers.openai]\ntype = "anthropic"\nmodel = "m"\napi_key_env = "{AZURE_STYLE}"\n'
-                                  '[[chain]]\nprovider = "openai"\n')
+    msg = _config_error(
+        tmp_path, f'[providers.openai]\ntype = "anthropic"\nmodel = "m"\napi_key_env = "{AZURE_STYLE}"\n[[chain]]\nprovider = "openai"\n'
+    )
     assert f"`providers.openai.api_key_env` (line 4): {NAME_ERROR}" in msg and AZURE_STYLE not in msg
 
 
@@ -58,8 +64,10 @@ def test_hubspot_access_token_env_is_checked_too(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["password_env", "security_token_env"])
 def test_salesforce_auth_env_names_use_the_same_type(tmp_path: Path, key: str) -> None:
-    msg = _config_error(tmp_path, '[crm]\ntype = "salesforce"\n[crm.options]\n'
-                                  f'auth = {{ mode = "password", username = "u@x.com", {key} = "Hunter2-S3cret!" }}\n')
+    msg = _config_error(
+        tmp_path,
+        f'[crm]\ntype = "salesforce"\n[crm.options]\nauth = {{ mode = "password", username = "u@x.com", {key} = "Hunter2-S3cret!" }}\n',
+    )
     # the auth mode ("password") is pydantic's union tag, not a key the admin wrote: it is not shown
     assert f"  - `crm.options.auth.{key}`: {NAME_ERROR}" in msg and "Hunter2" not in msg
 
@@ -86,8 +94,10 @@ def test_non_ascii_key_is_one_config_error_naming_the_variable(monkeypatch: pyte
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-abc\u2019def")  # a curly quote picked up while pasting
     with pytest.raises(ConfigError) as exc:
         require_env("OPENAI_API_KEY", "provider 'fast'")
-    assert str(exc.value) == ("provider 'fast': environment variable OPENAI_API_KEY contains a non-ASCII character "
-                              "(U+2019 at position 12 of 15); paste the key again")
+    assert str(exc.value) == (
+        "provider 'fast': environment variable OPENAI_API_KEY contains a non-ASCII character "
+        "(U+2019 at position 12 of 15); paste the key again"
+    )
 
 
 def test_non_ascii_key_stops_run_at_startup_and_check_names_it(tmp_path: Path) -> None:
@@ -97,8 +107,10 @@ def test_non_ascii_key_stops_run_at_startup_and_check_names_it(tmp_path: Path) -
         r = crmsync(cfg, "run", "--once", key=key)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and "UnicodeEncodeError" not in r.stderr
-        assert (f"provider 'fast': environment variable {KEY_ENV} contains a non-ASCII character (U+00A0 at position "
-                "12 of 15); paste the key again") in _flat(r.stderr)
+        assert (
+            f"provider 'fast': environment variable {KEY_ENV} contains a non-ASCII character (U+00A0 at position "
+            "12 of 15); paste the key again"
+        ) in _flat(r.stderr)
         assert _flat(r.stderr).count("non-ASCII") == 1, "one error at startup, not one per lead"
         assert emu.request_count() == 0 and ledger_rows(tmp_path) == {}
         c = crmsync(cfg, "check", key=key)
@@ -170,8 +182,12 @@ def test_a_key_echoed_by_the_provider_is_in_no_output_log_ledger_crm_or_file(tmp
         score = crmsync(cfg, "score", "--input", str(tmp_path / "leads.csv"), "--output", str(tmp_path / "scored.jsonl"), key=LEAK)
         assert emu.request_count() >= 6, "the emulator really was asked (and echoed the key)"
     assert "Traceback" not in run.stderr + status.stderr + score.stderr
-    texts = {"run stdout": run.stdout, "run stderr": run.stderr, "status": status.stdout + status.stderr,
-             "score": score.stdout + score.stderr}
+    texts = {
+        "run stdout": run.stdout,
+        "run stderr": run.stderr,
+        "status": status.stdout + status.stderr,
+        "score": score.stdout + score.stderr,
+    }
     files = _every_stored_byte(tmp_path)
     assert (tmp_path / "scored.jsonl").is_file() and "dump of ledger.sqlite" in files
     leaks = [where for where, text in texts.items() if LEAK in text] + [where for where, data in files.items() if LEAK.encode() in data]
@@ -195,13 +211,18 @@ def test_an_env_key_of_the_wrong_type_is_not_echoed_either(tmp_path: Path) -> No
     assert "12345678" not in str(exc.value)
 
 
-@pytest.mark.parametrize("table, shown", [
-    ('type = "gemini"\nmodel = "m"', "`providers.fast`: `type` must be one of openai, anthropic, llamacpp."),
-    ('model = "m"', "`providers.fast`: `type` is missing. Add it (see config.example.toml)."),
-])
+@pytest.mark.parametrize(
+    "table, shown",
+    [
+        ('type = "gemini"\nmodel = "m"', "`providers.fast.type` (line 2): 'gemini': no such provider. Installed: {installed}."),
+        ('model = "m"', "`providers.fast.type`: `type` is missing: name the provider (installed: {installed})."),
+    ],
+)
 def test_provider_type_messages(tmp_path: Path, table: str, shown: str) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f'[providers.fast]\n{table}\n[[chain]]\nprovider = "fast"\n')
     with pytest.raises(ConfigError) as exc:
         load_config(path)
-    assert str(exc.value) == f"{path}: 1 problem(s):\n  - {shown}"
+    installed = ", ".join(available(PROVIDERS))  # the crmsync.providers entry points: built-ins and plugins alike
+    assert {"anthropic", "llamacpp", "openai"} <= set(installed.split(", "))
+    assert str(exc.value) == f"{path}: 1 problem(s):\n  - " + shown.format(installed=installed)

@@ -1,5 +1,6 @@
 """The local CRM's seed import is all or nothing: `kill -9` during a 2,000-row import, then a restart, leaves every
 row present. A seed CSV that is not UTF-8 (or has a broken row) is one config error naming the file and the line."""
+
 from __future__ import annotations
 
 import signal
@@ -34,8 +35,14 @@ def test_kill_9_during_seed_import_then_restart_has_every_row(tmp_path: Path, ki
     # 2,000 leads with long descriptions (~40 MB): the import takes long enough to be killed in the middle.
     cfg = write_setup(tmp_path, "http://127.0.0.1:9/v1", [lead(i, description=f"{i} " + "x" * 20_000) for i in range(1, ROWS + 1)])
     wal = tmp_path / "state" / "local-crm.sqlite-wal"
-    proc = subprocess.Popen([sys.executable, "-m", "crmsync", "fields", "create", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(""), cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmsync", "fields", "create", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(""),
+        cwd=tmp_path,
+    )
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline:
         if wal.exists() and wal.stat().st_size >= kill_at_wal_bytes:  # the import is writing its transaction
@@ -84,6 +91,5 @@ def test_broken_row_names_the_line_and_imports_nothing(tmp_path: Path) -> None:
     assert _count(tmp_path) == 0
     seed.write_bytes(seed.read_bytes().replace(b"Lead number 2", b"x" * 200_000))
     assert _config_error(cfg) == (
-        f"configuration error local CRM: seed CSV {seed} line 3: field larger than field limit (131072). Fix the file, "
-        f"or export it again."
+        f"configuration error local CRM: seed CSV {seed} line 3: field larger than field limit (131072). Fix the file, or export it again."
     )

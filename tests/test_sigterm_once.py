@@ -1,5 +1,6 @@
 """`run --once` stops like the daemon on SIGTERM/SIGINT: no new lead starts, the ones in flight finish and are
 stored and written, exit 0 with a line saying it stopped early. The next run scores the rest; none is paid twice."""
+
 from __future__ import annotations
 
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import crm_rows, crmsync, ledger_rows, lead, start_daemon, write_setup
+from tests.daemon_helpers import crm_rows, crmsync, lead, ledger_rows, start_daemon, write_setup
 from tests.emulators import OpenAIEmulator, delay
 
 

@@ -5,6 +5,7 @@
 Stratified: the sample keeps the file's subscription rate (11.7%) unless --positive-share says otherwise.
 Stdlib only; deterministic for a given --seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,23 @@ import random
 import sys
 from pathlib import Path
 
-COLUMNS = ["age", "job", "marital", "education", "default", "balance", "housing", "loan", "contact", "day", "month",
-           "campaign", "pdays", "previous", "poutcome"]  # `duration` left out: it leaks the label
+COLUMNS = [
+    "age",
+    "job",
+    "marital",
+    "education",
+    "default",
+    "balance",
+    "housing",
+    "loan",
+    "contact",
+    "day",
+    "month",
+    "campaign",
+    "pdays",
+    "previous",
+    "poutcome",
+]  # `duration` left out: it leaks the label
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

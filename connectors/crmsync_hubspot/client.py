@@ -1,16 +1,18 @@
-"""A thin wrapper over hubspot-api-client: every call goes through one budget, one retry loop and one error
-mapping. SDK-level retries are off (``retry=`` below), so every retry is ours and logged."""
+"""A thin wrapper over hubspot-api-client: every call goes through one budget, crmsync's one retry policy
+(``crmsync.support.RetryPolicy``) and one error mapping. SDK-level retries are off (``retry=`` below), so every
+retry is ours and logged."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
-import random
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import urllib3
 from hubspot import HubSpot
@@ -18,9 +20,10 @@ from hubspot.crm.objects import ApiException as ObjectsApiException
 from hubspot.crm.properties import ApiException as PropertiesApiException
 
 from crmsync import ApiBudgetExhausted, ConfigError, FatalConnectorError, RetriableConnectorError, redact, register_secret
+from crmsync.support import Clock, GiveUp, RetryPolicy, parse_retry_after
 
 from .config import HubSpotOptions
-from .limiter import CallBudget, Clock
+from .limiter import CallBudget
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ SCOPES = {
     "0-136": "crm.objects.leads.read, crm.objects.leads.write, crm.schemas.contacts.read (and the leads schema scopes for `crmsync fields create`)",
 }
 DAILY_PAUSE_S = 3600.0
+LOCK_WAIT_S = 2.0  # a 423 lock lasts 2 s
 
 
 class HubSpotRequestError(FatalConnectorError):
@@ -58,16 +62,20 @@ def resolve_ca_bundle(options: HubSpotOptions, base_dir: Path) -> str | None:
     The SDK ignores REQUESTS_CA_BUNDLE; we honour it (then CURL_CA_BUNDLE) as requests does, so one environment
     file serves both the HubSpot and the Salesforce connector behind a TLS-inspecting proxy.
     """
-    for where, value in (("[crm.options] ca_bundle", options.ca_bundle),
-                         ("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE")),
-                         ("CURL_CA_BUNDLE", os.environ.get("CURL_CA_BUNDLE"))):
+    for where, value in (
+        ("[crm.options] ca_bundle", options.ca_bundle),
+        ("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE")),
+        ("CURL_CA_BUNDLE", os.environ.get("CURL_CA_BUNDLE")),
+    ):
         if not value:
             continue
         p = Path(value).expanduser()
         p = p if p.is_absolute() else base_dir / p
         if not p.is_file():
-            raise ConfigError(f"HubSpot: {where} names {p}, which is not a readable file. Point it at the PEM file of "
-                              "the CA to trust (a TLS-inspecting proxy's CA), or remove it to trust the system's CAs.")
+            raise ConfigError(
+                f"HubSpot: {where} names {p}, which is not a readable file. Point it at the PEM file of "
+                "the CA to trust (a TLS-inspecting proxy's CA), or remove it to trust the system's CAs."
+            )
         return str(p)
     return None
 
@@ -90,13 +98,14 @@ def tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What to do after one failed attempt: wait ``delay`` seconds and retry, or raise ``error``."""
+class _Transient(Exception):
+    """One failed attempt worth retrying: a 429, a 5xx or a dropped connection. ``retry_after`` is the wait
+    HubSpot asked for (or its policy's window); None lets the retry policy back off."""
 
-    reason: str
-    delay: float | None = None
-    error: Exception | None = None
+    def __init__(self, kind: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 def parse_body(raw: Any) -> dict[str, Any]:
@@ -107,14 +116,6 @@ def parse_body(raw: Any) -> dict[str, Any]:
     except ValueError:
         return {"message": str(raw)[:300]}
     return data if isinstance(data, dict) else {}
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        value = (headers or {}).get("Retry-After")
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 @dataclass
@@ -138,6 +139,17 @@ class HubSpotClient:
         o = self.options
         self.budget = CallBudget(
             search_per_second=o.search_per_second, burst_per_10s=o.burst_per_10s, daily_limit=o.daily_limit, clock=self.clock
+        )
+        # Every wait, HubSpot's Retry-After included, is capped at max_backoff_s (clamped, not a reason to stop).
+        self.retry = RetryPolicy(
+            attempts=o.max_retries + 1,
+            transient=lambda e: isinstance(e, _Transient),
+            max_backoff_s=o.max_backoff_s,
+            max_retry_after_s=o.max_backoff_s,
+            clamp_retry_after=True,
+            give_up=self._gave_up,
+            clock=self.clock,
+            name="hubspot",
         )
 
     # -- endpoints ----------------------------------------------------------------------------------
@@ -163,63 +175,60 @@ class HubSpotClient:
     def create_group(self, body: dict[str, Any]) -> Any:
         return self._call("groups_create", self._groups_api.create, self.options.object_type, body)
 
-    # -- the one retry loop -------------------------------------------------------------------------
+    # -- every call: one budget, one retry policy (crmsync.support), one error mapping ---------------
     def _call(self, kind: str, fn: Callable[..., Any], *args: Any, search: bool = False) -> Any:
-        attempts = self.options.max_retries + 1
-        last = ""
-        for attempt in range(1, attempts + 1):
+        def attempt() -> Any:
             self.budget.acquire(search=search)
             self.calls[kind] += 1
             try:
                 return fn(*args, _request_timeout=self.options.request_timeout_s)
             except (*API_ERRORS, urllib3.exceptions.HTTPError) as exc:
                 if (why := tls_failure(exc)) is not None:  # a certificate does not fix itself: never retried
-                    raise HubSpotTLSError(redact(
-                        f"HubSpot: TLS certificate verification failed for {self.options.host}: {why}. If a proxy "
-                        "inspects TLS, set [crm.options] ca_bundle to its CA file.")) from None
+                    raise HubSpotTLSError(
+                        redact(
+                            f"HubSpot: TLS certificate verification failed for {self.options.host}: {why}. If a proxy "
+                            "inspects TLS, set [crm.options] ca_bundle to its CA file."
+                        )
+                    ) from None
                 if isinstance(exc, API_ERRORS):
-                    decision = self.decide(kind, exc, attempt)
-                else:  # refused, reset, timed out
-                    decision = Decision(f"{type(exc).__name__}", delay=self._backoff(attempt))
-            if decision.error is not None:
-                raise decision.error
-            last = decision.reason
-            if attempt == attempts:
-                break
-            delay = min(decision.delay or 0.0, self.options.max_backoff_s)
-            log.debug("hubspot %s: attempt %d/%d failed (%s); retrying in %.2fs", kind, attempt, attempts, last, delay)
-            self.clock.sleep(delay)
-        raise RetriableConnectorError(self.redact(f"HubSpot {kind}: {last}; gave up after {attempts} attempts. Try again later."))
+                    raise self.decide(kind, exc) from None
+                raise _Transient(kind, type(exc).__name__) from None  # refused, reset, timed out
 
-    def _backoff(self, attempt: int) -> float:
-        return min(0.5 * 2 ** (attempt - 1), self.options.max_backoff_s) * random.uniform(0.75, 1.0)
+        return self.retry.call(attempt, kind)
 
-    def decide(self, kind: str, exc: Any, attempt: int) -> Decision:
-        """Pure mapping of one SDK exception to retry-or-raise (pauses the budget on DAILY)."""
+    def _gave_up(self, why: GiveUp) -> Exception:
+        kind = getattr(why.error, "kind", "call")
+        return RetriableConnectorError(redact(f"HubSpot {kind}: {why.error}; gave up after {why.attempts} attempts. Try again later."))
+
+    def decide(self, kind: str, exc: Any) -> Exception:
+        """Mapping of one SDK exception to the error to raise: ``_Transient`` is retried (pauses the budget on
+        DAILY)."""
         status = int(getattr(exc, "status", 0) or 0)
         body = parse_body(getattr(exc, "body", None))
-        message = self.redact(str(body.get("message") or getattr(exc, "reason", "") or "no message"))
+        message = redact(str(body.get("message") or getattr(exc, "reason", "") or "no message"))
         category = str(body.get("category") or body.get("errorType") or "")
         if status == 429:
             policy = str(body.get("policyName", ""))
             if policy == "DAILY":
                 self.budget.block(DAILY_PAUSE_S)
-                return Decision("429 DAILY", error=ApiBudgetExhausted(f"HubSpot: {message} (policy DAILY). The portal's daily API limit is used up; crmsync resumes after it resets."))
-            default = {"SECONDLY": 1.0, "TEN_SECONDLY_ROLLING": 10.0}.get(policy, self._backoff(attempt))
-            after = _retry_after(getattr(exc, "headers", None))
-            return Decision(f"429 {policy or 'rate limited'}", delay=after if after is not None else default)
+                return ApiBudgetExhausted(
+                    f"HubSpot: {message} (policy DAILY). The portal's daily API limit is used up; crmsync resumes after it resets."
+                )
+            after = parse_retry_after(getattr(exc, "headers", None))
+            window = {"SECONDLY": 1.0, "TEN_SECONDLY_ROLLING": 10.0}.get(policy)  # else: back off
+            return _Transient(kind, f"429 {policy or 'rate limited'}", after if after is not None else window)
         if status == 0 or status >= 500:
-            return Decision(f"{status or 'connection'} {message[:120]}", delay=self._backoff(attempt))
+            return _Transient(kind, f"{status or 'connection'} {message[:120]}")
+        if status == 423:  # Locked (a burst of writes): "locks last 2 seconds", wait at least that (docs: Error handling)
+            return _Transient(kind, f"423 locked {message[:120]}", LOCK_WAIT_S)
         if status == 401:
-            return Decision("401", error=FatalConnectorError(
+            return FatalConnectorError(
                 f"HubSpot rejected the access token (401: {message}). Put a valid private app access token in the "
-                f"environment variable {self.options.access_token_env}."))
+                f"environment variable {self.options.access_token_env}."
+            )
         if status == 403:
-            return Decision("403", error=FatalConnectorError(
+            return FatalConnectorError(
                 f"HubSpot refused {kind} (403 {category}: {message}). Grant the private app these scopes: "
-                f"{SCOPES.get(self.options.object_type, SCOPES['contacts'])}."))
-        return Decision(str(status), error=HubSpotRequestError(
-            f"HubSpot {kind}: {status} {category}: {message}", status=status, category=category, body=body))
-
-    def redact(self, text: str) -> str:
-        return redact(text)  # the token was registered by require_env
+                f"{SCOPES.get(self.options.object_type, SCOPES['contacts'])}."
+            )
+        return HubSpotRequestError(f"HubSpot {kind}: {status} {category}: {message}", status=status, category=category, body=body)

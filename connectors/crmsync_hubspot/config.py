@@ -1,4 +1,5 @@
 """``[crm.options]`` for HubSpot. The access token is read from the environment, never from the file."""
+
 from __future__ import annotations
 
 from pydantic import ConfigDict, Field, field_validator
@@ -12,12 +13,11 @@ LEADS_OBJECT = "0-136"
 class HubSpotOptions(ConnectorOptions):
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    access_token_env: EnvVarName = Field(
-        "HUBSPOT_ACCESS_TOKEN", description="environment variable holding the private app access token"
-    )
+    access_token_env: EnvVarName = Field("HUBSPOT_ACCESS_TOKEN", description="environment variable holding the private app access token")
     host: str = Field("https://api.hubapi.com", description="API host, https only; override for a proxy or a local emulator")
     ca_bundle: str | None = Field(
-        None, description="PEM CA bundle to trust (TLS-inspecting proxies), relative to the config file; "
+        None,
+        description="PEM CA bundle to trust (TLS-inspecting proxies), relative to the config file; "
         "default: $REQUESTS_CA_BUNDLE, else $CURL_CA_BUNDLE, else the system's CAs (which honour $SSL_CERT_FILE)",
     )
     object_type: str = Field("contacts", description='"contacts", or "leads" / "0-136" for the Leads object')
@@ -37,7 +37,7 @@ class HubSpotOptions(ConnectorOptions):
         default_factory=lambda: ["opportunity", "customer", "evangelist"],
         description="stages that count as a conversion (a 'qualified' label)",
     )
-    disqualified_property: str | None = Field("hs_lead_status", description="property marking a lost lead; \"\" = none")
+    disqualified_property: str | None = Field("hs_lead_status", description='property marking a lost lead; "" = none')
     disqualified_values: list[str] = Field(
         default_factory=lambda: ["UNQUALIFIED"], description="its values that count as an 'unqualified' label"
     )
@@ -60,7 +60,9 @@ class HubSpotOptions(ConnectorOptions):
         # still listen on https with its own CA, given as ca_bundle).
         v = v.strip().rstrip("/")
         if not v.lower().startswith("https://") or len(v) <= len("https://"):
-            raise ValueError("must start with https:// (the access token is sent with every request and must never travel in clear text, not even to 127.0.0.1)")
+            raise ValueError(
+                "must start with https:// (the access token is sent with every request and must never travel in clear text, not even to 127.0.0.1)"
+            )
         return v
 
     @property

@@ -1,11 +1,11 @@
 """HubSpot CRM v3: fetch with keyset-paged search, write with batch update, check and create properties."""
+
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from crmsync import (
     Bookmark,
@@ -20,15 +20,15 @@ from crmsync import (
     WriteOutcome,
     require_env,
 )
+from crmsync.support import DECISIONS, SYSTEM_CLOCK, Clock, harvest_label, one_of
 
 from .client import HubSpotClient, HubSpotRequestError, HubSpotTLSError, resolve_ca_bundle
 from .config import HubSpotOptions
-from .limiter import Clock, SystemClock
 from .properties import FIELD_FIX, definitions, type_problem
+from .search import SEARCH_PAGE, Search, parse_time
 
 log = logging.getLogger(__name__)
 
-SEARCH_PAGE = 200  # HubSpot's maximum search page
 BATCH = 100  # HubSpot's maximum batch update
 #: 207 error categories worth retrying later; everything else (OBJECT_NOT_FOUND, VALIDATION_ERROR ...) is final.
 RETRYABLE_CATEGORIES = {"RATE_LIMITS", "LOCKED", "CONFLICT", "TIMEOUT", "SERVICE_UNAVAILABLE"}
@@ -45,29 +45,11 @@ def to_hubspot(value: Any) -> str:
     if isinstance(value, float):
         return format(value, ".6f").rstrip("0").rstrip(".") or "0"
     if isinstance(value, datetime):
-        v = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        v = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
         return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
     if isinstance(value, (list, tuple)):
         return "; ".join(map(str, value))
     return str(value)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not value:
-        return None
-    text = str(value)
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _epoch_ms(when: datetime) -> int:
-    return round(when.timestamp() * 1000)
 
 
 def _filled(value: Any) -> bool:
@@ -84,31 +66,15 @@ class HubSpotConnector(Connector):
         super().__init__(options, context)
         self._batch_read = True  # POST .../batch/read; a search by id where it is refused
         token = require_env(options.access_token_env, "[crm] type = hubspot")
-        self.client = HubSpotClient(options, token, clock or SystemClock(), ca_bundle=resolve_ca_bundle(options, context.base_dir))
+        self.client = HubSpotClient(options, token, clock or SYSTEM_CLOCK, ca_bundle=resolve_ca_bundle(options, context.base_dir))
+        self.search = Search(self.client, options)
 
     # -- fetch --------------------------------------------------------------------------------------
-    def _stage_variants(self, skip: list[str]) -> list[list[dict[str, Any]]]:
-        """Leads not in a skipped stage. Two groups, so the answer holds whether or not HubSpot's NOT_IN
-        matches records without the property."""
-        if not skip:
-            return [[]]
-        stage = self.options.stage_property
-        return [
-            [{"propertyName": stage, "operator": "NOT_HAS_PROPERTY"}],
-            [{"propertyName": stage, "operator": "NOT_IN", "values": list(skip)}],
-        ]
-
     def _read_properties(self) -> list[str]:
         o = self.options
         wanted = [*self.fields.inputs.values(), self.fields.outputs.score, o.stage_property, o.modified_property, "hs_object_id"]
         wanted += [p for p in (self.fields.review_decision, self.fields.outputs.input_hash, o.disqualified_property) if p]
         return list(dict.fromkeys(wanted))
-
-    def _search(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int],
-                after_id: int = 0) -> Iterator[Any]:
-        """Every match once, in hs_object_id order (see ``_search_counted``)."""
-        for record, _ in self._search_counted(groups, properties, page_size, after_id):
-            yield record
 
     def _open(self, record: Any) -> bool:
         skip = {s.lower() for s in self.options.skip_lifecycle_stages}
@@ -120,10 +86,10 @@ class HubSpotConnector(Connector):
         empty = [{"propertyName": self.fields.outputs.score, "operator": "NOT_HAS_PROPERTY"}]
         if self.fields.review_decision:
             empty.append({"propertyName": self.fields.review_decision, "operator": "NOT_HAS_PROPERTY"})
-        groups = [[*empty, *v] for v in self._stage_variants(self.options.skip_lifecycle_stages)]
+        groups = [[*empty, *v] for v in self.search.stage_variants()]
         seen: set[str] = set()
         start = int(after_id) if after_id and after_id.isdigit() else 0
-        for record in self._search(groups, self._read_properties(), lambda: limit - len(seen), start):
+        for record in self.search.records(groups, self._read_properties(), lambda: limit - len(seen), start):
             if record.id in seen or not self._open(record):
                 continue
             seen.add(record.id)
@@ -132,100 +98,9 @@ class HubSpotConnector(Connector):
                 return
 
     def fetch_changed(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
-        """The changes after the bookmark, up to ``until``. When they all fit in ``limit`` (search's ``total`` says
-        so) they are read in hs_object_id order, keyset-paged: ⌈changes/200⌉ searches. Otherwise by time (see
-        ``_changed_by_time``), so that a partial read leaves a bookmark nothing slips past."""
-        at, last_id = _epoch_ms(after.modified_at), int(after.lead_id) if after.lead_id.isdigit() else 0
-        variants = self._stage_variants(self.options.skip_lifecycle_stages)
-        groups = self._after(at, last_id, _epoch_ms(until), variants)
-        pages = self._search_counted(groups, self._read_properties(), lambda: min(SEARCH_PAGE, limit))
-        first = next(pages, None)
-        if first is None:
-            return  # nothing changed
-        if first[1] is None or first[1] > limit:  # more than this cycle takes: read by time instead
-            pages.close()
-            yield from self._changed_by_time(after, until, limit)
-            return
-        for record, _ in itertools.chain([first], pages):
-            if self._open(record):
-                yield self._lead(record)
-
-    def _after(self, at: int, last_id: int, end: int, variants: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-        """Filter groups for "after the bookmark (at ms, last id), up to end ms": the rest of the bookmark's own
-        millisecond by id, OR any later millisecond (per lifecycle-stage variant)."""
-        prop = self.options.modified_property
-        return [[{"propertyName": prop, "operator": "EQ", "value": str(at)},
-                 {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}, *v] for v in variants] + \
-               [[{"propertyName": prop, "operator": "GT", "value": str(at)},
-                 {"propertyName": prop, "operator": "LTE", "value": str(end)}, *v] for v in variants]
-
-    def _search_counted(self, groups: list[list[dict[str, Any]]], properties: list[str], page_size: Callable[[], int],
-                        after_id: int = 0) -> Iterator[tuple[Any, int | None]]:
-        """Every match once, in hs_object_id order, each with the first page's ``total``. Each page is a fresh query
-        with ``hs_object_id GT`` the last id seen (keyset paging), so search's 10,000-result cap never applies."""
-        last_id, total, first = after_id, None, True
-        while True:
-            keyset = {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}
-            body = {"filterGroups": [{"filters": [*g, keyset]} for g in groups],
-                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                    "properties": properties, "limit": max(1, min(SEARCH_PAGE, page_size()))}
-            page = self.client.search(body)
-            if first:
-                total, first = getattr(page, "total", None), False
-            results = page.results or []
-            for record in results:
-                last_id = max(last_id, int(record.id))
-                yield record, total
-            if not results or page.paging is None or page.paging.next is None:
-                return
-
-    def _changed_by_time(self, after: Bookmark, until: datetime, limit: int) -> Iterator[CrmLead]:
-        """Search sorts by one property only, so ties (records modified in one millisecond, a bulk import) are
-        handled here: each query asks for the rest of the bookmark's millisecond (by id) OR later ones, a page is
-        ordered by (time, id) locally, and a full page's trailing millisecond is left for the next query, which
-        starts after the last complete millisecond. A page that is one millisecond only is read by id instead."""
-        prop, left = self.options.modified_property, limit
-        at, last_id = _epoch_ms(after.modified_at), int(after.lead_id) if after.lead_id.isdigit() else 0
-        end = _epoch_ms(until)
-        variants = self._stage_variants(self.options.skip_lifecycle_stages)
-        props = self._read_properties()
-        while left > 0:
-            size = min(SEARCH_PAGE, left)
-            groups = self._after(at, last_id, end, variants)
-            body = {"filterGroups": [{"filters": g} for g in groups], "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
-                    "properties": props, "limit": size}
-            records = sorted(self.client.search(body).results or [], key=lambda r: (self._ms(r), int(r.id)))
-            if not records:
-                return
-            full, tail = len(records) >= size, self._ms(records[-1])
-            if full and self._ms(records[0]) == tail:  # one millisecond fills the page: read it by id (keyset)
-                ties = [[{"propertyName": prop, "operator": "EQ", "value": str(tail)}, *v] for v in variants]
-                moved = False
-                for record in self._search(ties, props, lambda: left, last_id if tail == at else 0):
-                    at, last_id, moved = tail, int(record.id), True
-                    if self._open(record):
-                        left -= 1
-                        yield self._lead(record)
-                        if left <= 0:
-                            return
-                if not moved:
-                    return  # the index changed under us: the next cycle starts from the bookmark again
-                continue
-            for record in records:
-                if full and self._ms(record) == tail:
-                    break  # this millisecond may go on past the page: the next query starts before it
-                at, last_id = self._ms(record), int(record.id)
-                if self._open(record):
-                    left -= 1
-                    yield self._lead(record)
-                    if left <= 0:
-                        return
-            if not full:
-                return
-
-    def _ms(self, record: Any) -> int:
-        when = _parse_time((record.properties or {}).get(self.options.modified_property)) or getattr(record, "updated_at", None)
-        return _epoch_ms(when) if when else 0
+        """The changes after the bookmark, up to ``until`` (how: ``Search.changed``)."""
+        for record in self.search.changed(after, until, limit, self._read_properties(), self._open):
+            yield self._lead(record)
 
     def _read(self, ids: Sequence[str], properties: list[str]) -> Iterator[Any]:
         """Records by id: batch read, 100 a call (missing ids come back as errors, 207, and are left out). Where
@@ -242,7 +117,7 @@ class HubSpotConnector(Connector):
                     log.warning("HubSpot batch read is not available (%s); reading by search instead", exc)
                     self._batch_read = False
             group = [[{"propertyName": "hs_object_id", "operator": "IN", "values": chunk}]]
-            yield from self._search(group, properties, lambda: SEARCH_PAGE)
+            yield from self.search.records(group, properties, lambda: SEARCH_PAGE)
 
     def fetch_ids(self, ids: Sequence[str]) -> Iterator[CrmLead]:
         yield from (self._lead(r) for r in self._read(ids, self._read_properties()))
@@ -270,7 +145,7 @@ class HubSpotConnector(Connector):
             has_score=_filled(props.get(self.fields.outputs.score)),
             input_hash=(props.get(hash_prop) or None) if hash_prop else None,
             review_decision=str(decision) if _filled(decision) else None,
-            modified_at=_parse_time(props.get(self.options.modified_property)) or getattr(record, "updated_at", None),
+            modified_at=parse_time(props.get(self.options.modified_property)) or getattr(record, "updated_at", None),
         )
 
     # -- write --------------------------------------------------------------------------------------
@@ -312,10 +187,13 @@ class HubSpotConnector(Connector):
         for err in getattr(res, "errors", None) or []:  # 207 multi-status
             category = err.category or "ERROR"
             for lead_id in (err.context or {}).get("ids", []):
-                out[lead_id] = WriteOutcome(lead_id=lead_id, ok=False, error=f"{category}: {err.message}",
-                                            retryable=category in RETRYABLE_CATEGORIES)
+                out[lead_id] = WriteOutcome(
+                    lead_id=lead_id, ok=False, error=f"{category}: {err.message}", retryable=category in RETRYABLE_CATEGORIES
+                )
         for lead_id in ids:
-            out.setdefault(lead_id, WriteOutcome(lead_id=lead_id, ok=False, error="HubSpot returned no result for this record", retryable=True))
+            out.setdefault(
+                lead_id, WriteOutcome(lead_id=lead_id, ok=False, error="HubSpot returned no result for this record", retryable=True)
+            )
         return {i: out[i] for i in ids}
 
     @staticmethod
@@ -341,36 +219,72 @@ class HubSpotConnector(Connector):
         try:
             props = {p.name: p for p in self.client.properties()}
         except HubSpotTLSError as exc:
-            return [Problem(where="crm.options.ca_bundle", message=str(exc),
-                            fix="set [crm.options] ca_bundle to the PEM file of the CA that signed the certificate (your proxy's CA), then run `crmsync check` again")]
+            return [
+                Problem(
+                    where="crm.options.ca_bundle",
+                    message=str(exc),
+                    fix="set [crm.options] ca_bundle to the PEM file of the CA that signed the certificate (your proxy's CA), then run `crmsync check` again",
+                )
+            ]
         except RetriableConnectorError as exc:
-            return [Problem(where="crm.options.host", message=str(exc), fix=f"check that {self.options.host} is reachable, then run `crmsync check` again")]
+            return [
+                Problem(
+                    where="crm.options.host",
+                    message=str(exc),
+                    fix=f"check that {self.options.host} is reachable, then run `crmsync check` again",
+                )
+            ]
         except FatalConnectorError as exc:
-            return [Problem(where=where_token, message=str(exc), fix="create a private app in HubSpot with the scopes named above and put its token in that variable")]
+            return [
+                Problem(
+                    where=where_token,
+                    message=str(exc),
+                    fix="create a private app in HubSpot with the scopes named above and put its token in that variable",
+                )
+            ]
         problems: list[Problem] = []
         for name, prop in self.fields.inputs.items():
             if prop not in props:
-                problems.append(Problem(where=f"fields.inputs.{name}", message=f"HubSpot property {prop!r} does not exist on {self.options.object_type}",
-                                        fix="fix the mapping to an existing property's internal name, or create the property in HubSpot"))
+                problems.append(
+                    Problem(
+                        where=f"fields.inputs.{name}",
+                        message=f"HubSpot property {prop!r} does not exist on {self.options.object_type}",
+                        fix="fix the mapping to an existing property's internal name, or create the property in HubSpot",
+                    )
+                )
         for name, prop in self._mapped_outputs().items():
             where = "fields.review_decision" if name == "review_decision" else f"fields.outputs.{name}"
             if prop not in props:
                 problems.append(Problem(where=where, message=f"HubSpot property {prop!r} does not exist", fix=FIELD_FIX))
             elif (problem := type_problem(name, props[prop])) is not None:
-                problems.append(Problem(where=where, message=f"HubSpot property {prop!r} {problem}",
-                                        fix=f"map {where} to another name (then `crmsync fields create`), or change the property's type in HubSpot"))
+                problems.append(
+                    Problem(
+                        where=where,
+                        message=f"HubSpot property {prop!r} {problem}",
+                        fix=f"map {where} to another name (then `crmsync fields create`), or change the property's type in HubSpot",
+                    )
+                )
         try:  # the read scope and the object itself (the Leads object needs Leads set up in the portal)
             self.client.search({"limit": 1, "properties": ["hs_object_id"], "filterGroups": []})
         except (FatalConnectorError, RetriableConnectorError) as exc:
-            problems.append(Problem(where="crm.options.object_type", message=str(exc), fix="grant the read scope for this object, or check that the object is set up in the portal"))
+            problems.append(
+                Problem(
+                    where="crm.options.object_type",
+                    message=str(exc),
+                    fix="grant the read scope for this object, or check that the object is set up in the portal",
+                )
+            )
         return problems
 
     def output_options(self) -> dict[str, list[str]]:
         """Mapped outputs (and the review decision) that are enumerations (dropdowns): the option values each
         allows. `crmsync check` compares them with every value crmsync may write (HubSpot rejects others)."""
         props = {p.name: p for p in self.client.properties()}
-        return {name: [str(o.value) for o in (props[prop].options or [])] for name, prop in self._mapped_outputs().items()
-                if prop in props and props[prop].type == "enumeration"}
+        return {
+            name: [str(o.value) for o in (props[prop].options or [])]
+            for name, prop in self._mapped_outputs().items()
+            if prop in props and props[prop].type == "enumeration"
+        }
 
     def create_fields(self) -> list[str]:
         created: list[str] = []
@@ -400,29 +314,29 @@ class HubSpotConnector(Connector):
         decision = self.fields.review_decision
         groups = []
         if decision:
-            groups.append([{"propertyName": decision, "operator": "IN", "values": ["qualified", "unqualified"]}])
+            groups.append([{"propertyName": decision, "operator": "IN", "values": list(DECISIONS)}])
         if o.converted_lifecycle_stages:
             groups.append([{"propertyName": o.stage_property, "operator": "IN", "values": list(o.converted_lifecycle_stages)}])
         if o.disqualified_property and o.disqualified_values:
             groups.append([{"propertyName": o.disqualified_property, "operator": "IN", "values": list(o.disqualified_values)}])
         if not groups:
             return
-        converted = {s.lower() for s in o.converted_lifecycle_stages}
-        lost = {s.lower() for s in o.disqualified_values}
         seen: set[str] = set()
-        for record in self._search(groups, self._read_properties(), lambda: SEARCH_PAGE):
+        for record in self.search.records(groups, self._read_properties(), lambda: SEARCH_PAGE):
             props = record.properties or {}
             if record.id in seen:
                 continue
             seen.add(record.id)
-            when = _parse_time(props.get(o.modified_property))
-            value = str(props.get(decision) or "").strip().lower() if decision else ""
-            if value in ("qualified", "unqualified"):
-                yield LabelRecord(str(record.id), self._inputs(props), value, "review", when)  # type: ignore[arg-type]
-            elif str(props.get(o.stage_property) or "").lower() in converted:
-                yield LabelRecord(str(record.id), self._inputs(props), "qualified", "conversion", when)
-            elif o.disqualified_property and str(props.get(o.disqualified_property) or "").lower() in lost:
-                yield LabelRecord(str(record.id), self._inputs(props), "unqualified", "conversion", when)
+            label = harvest_label(
+                str(record.id),
+                self._inputs(props),
+                decision=props.get(decision) if decision else None,
+                converted=one_of(props.get(o.stage_property), o.converted_lifecycle_stages),
+                disqualified=bool(o.disqualified_property) and one_of(props.get(o.disqualified_property or ""), o.disqualified_values),
+                modified_at=parse_time(props.get(o.modified_property)),
+            )
+            if label is not None:
+                yield label
 
     def close(self) -> None:
         pass

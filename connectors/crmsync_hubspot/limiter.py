@@ -4,47 +4,18 @@ Built on pyrate-limiter's ``InMemoryBucket`` fed with our own timestamps, so a t
 clock and nothing sleeps for real. The daily window is a rolling 24 h (HubSpot resets at midnight in the portal's
 time zone; rolling is the conservative reading).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from pyrate_limiter import Duration, InMemoryBucket, Rate, RateItem
 
 from crmsync import ApiBudgetExhausted
+from crmsync.support import Clock
 
 log = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-@dataclass
-class FakeClock:
-    """A clock for tests: ``sleep`` advances time instantly and is recorded."""
-
-    now: float = 1_000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(seconds, 0.0)
 
 
 class CallBudget:

@@ -1,4 +1,5 @@
 """The crmsync output properties: their HubSpot definitions and the types that fit them."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,7 +42,14 @@ _OPTIONS = {
 
 def definitions(name: str, prop: str, group: str) -> dict[str, Any]:
     type_, field_type, label, description = DEFINITIONS[name]
-    body: dict[str, Any] = {"name": prop, "label": label, "type": type_, "fieldType": field_type, "groupName": group, "description": description}
+    body: dict[str, Any] = {
+        "name": prop,
+        "label": label,
+        "type": type_,
+        "fieldType": field_type,
+        "groupName": group,
+        "description": description,
+    }
     if name in _OPTIONS:
         body["options"] = [{"label": lab, "value": val, "displayOrder": i, "hidden": False} for i, (lab, val) in enumerate(_OPTIONS[name])]
     return body

@@ -10,6 +10,7 @@ Bulk 2.0 job costs about 5–6 calls, polls asynchronously, reports failures as 
 Application" / "Modify All Data", and a field created that way has no field-level security for any profile,
 so it would exist yet stay invisible to that user. It prints the exact Setup steps instead.
 """
+
 from .config import AccessTokenAuth, ClientCredentialsAuth, JwtAuth, PasswordAuth, SalesforceOptions
 from .connector import SalesforceConnector
 

@@ -5,6 +5,7 @@ Re-login: simple-salesforce itself replays a request once it has logged in again
 INVALID_SESSION_ID, for every credentials mode. A bare access token cannot be renewed: that 401 stops the CRM's
 work with a message saying what to do.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,9 @@ from simple_salesforce.exceptions import (
     SalesforceGeneralError,
     SalesforceRefusedRequest,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from crmsync import ApiBudgetExhausted, FatalConnectorError, RetriableConnectorError, redact, require_env
+from crmsync.support import SYSTEM_CLOCK, Clock, RetryPolicy
 
 from .config import AccessTokenAuth, ClientCredentialsAuth, JwtAuth, PasswordAuth, SalesforceOptions
 
@@ -33,8 +34,8 @@ T = TypeVar("T")
 TOKEN_EXPIRED_HELP = (
     "Salesforce rejected the access token in {env} (INVALID_SESSION_ID: expired or revoked). crmsync cannot renew a "
     "bare access token. Mint a new one (for example `sf org display --target-org <alias> --verbose`, copy 'Access "
-    "Token' into {env}) and restart crmsync; or switch [crm.options.auth] to mode = \"client_credentials\" or "
-    "\"jwt\" so crmsync can log in again by itself."
+    'Token\' into {env}) and restart crmsync; or switch [crm.options.auth] to mode = "client_credentials" or '
+    '"jwt" so crmsync can log in again by itself.'
 )
 
 
@@ -83,18 +84,24 @@ def _error_code(exc: SalesforceError) -> tuple[str, str]:
 class SalesforceClient:
     """One logged-in simple-salesforce client plus the policies around each call."""
 
-    def __init__(self, options: SalesforceOptions, base_dir: Path, session: requests.Session) -> None:
+    def __init__(self, options: SalesforceOptions, base_dir: Path, session: requests.Session, clock: Clock = SYSTEM_CLOCK) -> None:
         self.options = options
         self.base_dir = base_dir
         self.session = session
+        # 5xx and dropped connections only (Salesforce sends no Retry-After); the rest is mapped in ``call``.
+        self.retry = RetryPolicy(
+            attempts=options.max_retries + 1,
+            transient=_is_transient,
+            backoff_s=options.retry_base_s,
+            max_backoff_s=30.0,
+            clock=clock,
+            name="salesforce",
+        )
         self.sf = self._login()
 
     # -- auth ---------------------------------------------------------------------------------------
     def _secret(self, env: str) -> str:
         return require_env(env, "[crm.options.auth] (Salesforce)")  # registered for crmsync.redact
-
-    def scrub(self, text: str) -> str:
-        return redact(text)
 
     def _login(self) -> Salesforce:
         o, auth = self.options, self.options.auth
@@ -127,37 +134,31 @@ class SalesforceClient:
     # -- calls --------------------------------------------------------------------------------------
     def call(self, fn: Callable[[], T], what: str) -> T:
         """Run one API call: retry transient failures (bounded), map the rest onto crmsync errors."""
-        attempts = self.options.max_retries + 1
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.debug("salesforce %s: attempt %d/%d failed (%s); retrying", what, state.attempt_number, attempts, type(exc).__name__)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(multiplier=self.options.retry_base_s, max=30, jitter=self.options.retry_base_s),
-            retry=retry_if_exception(_is_transient),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        attempts = self.retry.attempts
         try:
-            return retrying(fn)
+            return self.retry.call(fn, what)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RetriableConnectorError(
                 f"Salesforce {what}: no answer after {attempts} attempts ({type(exc).__name__}); will try again later"
             ) from None
         except SalesforceAuthenticationFailed as exc:
             if _is_transient(exc):
-                raise RetriableConnectorError(f"Salesforce login: HTTP {exc.code} after {attempts} attempts; will try again later") from None
-            raise FatalConnectorError(self.scrub(
-                f"Salesforce login failed ({exc.code}: {exc.auth_message}). Check the credentials named in "
-                f"[crm.options.auth] and `domain` = {self.options.domain!r}."
-            )) from None
+                raise RetriableConnectorError(
+                    f"Salesforce login: HTTP {exc.code} after {attempts} attempts; will try again later"
+                ) from None
+            raise FatalConnectorError(
+                redact(
+                    f"Salesforce login failed ({exc.code}: {exc.auth_message}). Check the credentials named in "
+                    f"[crm.options.auth] and `domain` = {self.options.domain!r}."
+                )
+            ) from None
         except SalesforceExpiredSession:
             if not self.can_relogin:
                 env = getattr(self.options.auth, "access_token_env", "SF_ACCESS_TOKEN")
                 raise FatalConnectorError(TOKEN_EXPIRED_HELP.format(env=env)) from None
-            raise FatalConnectorError("Salesforce keeps refusing new sessions (INVALID_SESSION_ID after re-login); check the integration user") from None
+            raise FatalConnectorError(
+                "Salesforce keeps refusing new sessions (INVALID_SESSION_ID after re-login); check the integration user"
+            ) from None
         except SalesforceRefusedRequest as exc:
             code, message = _error_code(exc)
             if code == "REQUEST_LIMIT_EXCEEDED":
@@ -165,15 +166,19 @@ class SalesforceClient:
                     f"Salesforce org's daily API allocation is used up (REQUEST_LIMIT_EXCEEDED: {message}); "
                     "crmsync starts no new work until usage drops (rolling 24 h)."
                 ) from None
-            raise FatalConnectorError(self.scrub(f"Salesforce {what} refused ({code}: {message}); check the integration user's permissions")) from None
+            raise FatalConnectorError(
+                redact(f"Salesforce {what} refused ({code}: {message}); check the integration user's permissions")
+            ) from None
         except SalesforceGeneralError as exc:
             code, message = _error_code(exc)
             if exc.status >= 500:
-                raise RetriableConnectorError(f"Salesforce {what}: HTTP {exc.status} {code} after {attempts} attempts; will try again later") from None
-            raise FatalConnectorError(self.scrub(f"Salesforce {what} failed: HTTP {exc.status} {code}: {message}")) from None
+                raise RetriableConnectorError(
+                    f"Salesforce {what}: HTTP {exc.status} {code} after {attempts} attempts; will try again later"
+                ) from None
+            raise FatalConnectorError(redact(f"Salesforce {what} failed: HTTP {exc.status} {code}: {message}")) from None
         except SalesforceError as exc:
             code, message = _error_code(exc)
-            raise FatalConnectorError(self.scrub(f"Salesforce {what} failed: HTTP {exc.status} {code}: {message}")) from None
+            raise FatalConnectorError(redact(f"Salesforce {what} failed: HTTP {exc.status} {code}: {message}")) from None
 
     # -- budget -------------------------------------------------------------------------------------
     def usage(self) -> tuple[int, int] | None:

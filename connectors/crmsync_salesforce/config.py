@@ -1,4 +1,5 @@
 """``[crm.options]`` for Salesforce: one small auth class per mode, secrets only as environment variable names."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -9,7 +10,7 @@ from crmsync import ConnectorOptions, EnvVarName
 
 
 class _Auth(BaseModel):
-    # Every *_env key is an EnvVarName: a pasted secret is refused and never echoed (crmsync.masking).
+    # Every *_env key is an EnvVarName: a pasted secret is refused and never echoed (crmsync.support).
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -70,10 +71,10 @@ class SalesforceOptions(ConnectorOptions):
     retry_base_s: float = Field(1.0, ge=0, description="first backoff; doubles per retry, with jitter")
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "SalesforceOptions":
+    def _cross_checks(self) -> SalesforceOptions:
         if isinstance(self.auth, ClientCredentialsAuth) and self.domain in ("login", "test"):
             raise ValueError(
-                "auth.mode = client_credentials needs your My Domain in `domain` (e.g. domain = \"acme.my\" for "
+                'auth.mode = client_credentials needs your My Domain in `domain` (e.g. domain = "acme.my" for '
                 "https://acme.my.salesforce.com); Salesforce refuses this flow on login/test"
             )
         if isinstance(self.auth, AccessTokenAuth) and not self.instance_url:

@@ -1,18 +1,19 @@
 """The Salesforce connector: SOQL reads with paging, sObject Collections writes, describe-based checks."""
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import requests
 
 from crmsync import (
     Bookmark,
+    Connector,
     ConnectorContext,
     ConnectorError,
-    Connector,
     CrmLead,
     FatalConnectorError,
     LabelRecord,
@@ -21,6 +22,7 @@ from crmsync import (
     ScoreUpdate,
     WriteOutcome,
 )
+from crmsync.support import DECISIONS, SYSTEM_CLOCK, Clock, harvest_label, one_of
 
 from . import fields as fieldspec
 from . import soql
@@ -32,7 +34,6 @@ log = logging.getLogger("crmsync.salesforce")
 BATCH = 200  # sObject Collections: at most 200 records per update call (2,000 per retrieve)
 SOQL_IDS = 300  # ids per `Id IN (...)` query when sObject Collections retrieve is unavailable (old API versions)
 RETRYABLE_CODES = {"UNABLE_TO_LOCK_ROW"}
-DECISIONS = ("qualified", "unqualified")
 
 
 def _parse_sf_datetime(value: Any) -> datetime | None:
@@ -40,7 +41,7 @@ def _parse_sf_datetime(value: Any) -> datetime | None:
         return None
     text = str(value).replace("Z", "+00:00")
     if len(text) == 10:  # a date field (ConvertedDate)
-        return datetime.combine(date.fromisoformat(text), time(), tzinfo=timezone.utc)
+        return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
     return datetime.fromisoformat(text)
 
 
@@ -48,7 +49,8 @@ class SalesforceConnector(Connector):
     """Scores ``options.object`` records (Lead by default) of one org.
 
     ``session`` lets a caller supply the ``requests.Session`` every call goes through (proxies, extra
-    transport adapters); by default one is built from ``ca_bundle`` and ``request_timeout_s``.
+    transport adapters); by default one is built from ``ca_bundle`` and ``request_timeout_s``. ``clock`` times
+    the waits between retries (a test passes one that never sleeps).
     """
 
     Options = SalesforceOptions
@@ -56,8 +58,11 @@ class SalesforceConnector(Connector):
     write_batch = BATCH
     read_batch = 2000
 
-    def __init__(self, options: SalesforceOptions, context: ConnectorContext, *, session: requests.Session | None = None) -> None:
+    def __init__(
+        self, options: SalesforceOptions, context: ConnectorContext, *, session: requests.Session | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         super().__init__(options, context)
+        self.clock = clock  # retry waits (crmsync.support.RetryPolicy)
         soql.name(options.object, "object")
         for api in [*self.fields.inputs.values(), *self._outputs().values(), *filter(None, [self.fields.review_decision])]:
             soql.name(api)
@@ -70,7 +75,7 @@ class SalesforceConnector(Connector):
     @property
     def client(self) -> SalesforceClient:
         if self._client is None:  # log in lazily, so `crmsync check` can report a failed login as a problem
-            self._client = SalesforceClient(self.options, self.context.base_dir, self.session)
+            self._client = SalesforceClient(self.options, self.context.base_dir, self.session, self.clock)
         return self._client
 
     @property
@@ -144,23 +149,36 @@ class SalesforceConnector(Connector):
         self._require(cols)
         self.client.ensure_budget()
         # SOQL datetime literals have whole seconds: select from the bookmark's second on and drop, here, what
-        # lies at or before the bookmark itself (a few records of that second at most).
-        at = soql.datetime_literal(after.modified_at)
-        where = f"LastModifiedDate >= {at}"
-        if after.lead_id:
-            where = f"(LastModifiedDate > {at} OR (LastModifiedDate = {at} AND Id > {soql.string_literal(after.lead_id)}))"
+        # lies at or before the bookmark itself. Those dropped rows count toward the query's LIMIT, so when they
+        # fill it (a bulk update: thousands of records in one second) ask again with room for them; else the
+        # stream would stall on that second for good.
         ceiling = until.replace(microsecond=0) + timedelta(seconds=1) if until.microsecond else until
-        where += f" AND LastModifiedDate <= {soql.datetime_literal(ceiling)}"
-        q = soql.select(self.options.object, cols, where + self._open(), order_by=["LastModifiedDate", "Id"], limit=limit)
-        n = 0
-        for rec in self._query(q):
-            lead = self._lead(rec)
-            if not after.before(lead) or (lead.modified_at and lead.modified_at > until):
-                continue
-            yield lead
-            n += 1
-            if n >= limit:
-                return
+        mark, n, room = after, 0, 0
+        while True:
+            at = soql.datetime_literal(mark.modified_at)
+            where = f"LastModifiedDate >= {at}"
+            if mark.lead_id:
+                where = f"(LastModifiedDate > {at} OR (LastModifiedDate = {at} AND Id > {soql.string_literal(mark.lead_id)}))"
+            where += f" AND LastModifiedDate <= {soql.datetime_literal(ceiling)}"
+            asked = limit - n + room
+            q = soql.select(self.options.object, cols, where + self._open(), order_by=["LastModifiedDate", "Id"], limit=asked)
+            rows = dropped = 0
+            for rec in self._query(q):
+                rows += 1
+                lead = self._lead(rec)
+                if not mark.before(lead):
+                    dropped += 1
+                    continue
+                if lead.modified_at and lead.modified_at > until:
+                    continue
+                yield lead
+                n += 1
+                mark = Bookmark(lead.modified_at, lead.id)  # type: ignore[arg-type]
+                if n >= limit:
+                    return
+            if rows < asked or dropped <= room:
+                return  # the query ran dry, or the bookmark's own second no longer crowds out what follows
+            room = dropped
 
     def _retrieve(self, ids: Sequence[str], cols: list[str]) -> list[dict[str, Any]]:
         """sObject Collections retrieve: up to 2,000 records by id in one call (POST, so no URL length limit).
@@ -173,7 +191,9 @@ class SalesforceConnector(Connector):
             if self._collections_retrieve:
                 body = {"ids": chunk, "fields": cols}
                 try:
-                    records = c.call(lambda: c.sf.restful(f"composite/sobjects/{self.options.object}", method="POST", json=body), "retrieve")
+                    records = c.call(
+                        lambda: c.sf.restful(f"composite/sobjects/{self.options.object}", method="POST", json=body), "retrieve"
+                    )
                     out.extend(r for r in records or [] if r)
                     continue
                 except FatalConnectorError as exc:
@@ -194,8 +214,10 @@ class SalesforceConnector(Connector):
         decision = self.fields.review_decision
         if not decision or not ids:
             return {}
-        return {rec["Id"]: (str(rec[decision]) if rec.get(decision) not in (None, "") else None)
-                for rec in self._retrieve(ids, ["Id", decision])}
+        return {
+            rec["Id"]: (str(rec[decision]) if rec.get(decision) not in (None, "") else None)
+            for rec in self._retrieve(ids, ["Id", decision])
+        }
 
     def can_spend(self) -> bool:
         usage = self._client.usage() if self._client is not None else None  # the last Sforce-Limit-Info: no call
@@ -225,7 +247,7 @@ class SalesforceConnector(Connector):
         c = self.client
         out: list[WriteOutcome] = []
         for start in range(0, len(updates), BATCH):
-            chunk = updates[start:start + BATCH]
+            chunk = updates[start : start + BATCH]
             body = {"allOrNone": False, "records": [self._record(up, described) for up in chunk]}
             try:
                 results = c.call(lambda: c.sf.restful("composite/sobjects", method="PATCH", json=body), "update")
@@ -246,7 +268,7 @@ class SalesforceConnector(Connector):
             if ftype == "boolean":
                 value = bool(value)  # checkboxes are never null
             elif isinstance(value, datetime):
-                value = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             elif isinstance(value, (list, tuple)):
                 value = "; ".join(map(str, value))
             if ftype == "percent" and api == confidence and isinstance(value, (int, float)) and value <= 1:
@@ -270,17 +292,32 @@ class SalesforceConnector(Connector):
         try:
             described = self.describe(refresh=True)
         except ConnectorError as exc:
-            return [Problem(where="crm.options", message=str(exc), fix="Fix the credentials, domain or instance_url in [crm.options] and its environment variables")]
+            return [
+                Problem(
+                    where="crm.options",
+                    message=str(exc),
+                    fix="Fix the credentials, domain or instance_url in [crm.options] and its environment variables",
+                )
+            ]
         if not described:
-            return [Problem(where="crm.options.object", message=f"{self.options.object} has no visible fields", fix="Give the integration user read access to the object")]
+            return [
+                Problem(
+                    where="crm.options.object",
+                    message=f"{self.options.object} has no visible fields",
+                    fix="Give the integration user read access to the object",
+                )
+            ]
         problems = fieldspec.check(self.options.object, self.fields, described)
         usage = self.client.usage()
         if usage and usage[0] >= self.options.max_api_share * usage[1]:
-            problems.append(Problem(
-                where="crm.options.max_api_share", severity="warning",
-                message=f"the org has used {usage[0]}/{usage[1]} daily API requests, past max_api_share = {self.options.max_api_share:g}",
-                fix="Wait for usage to drop (rolling 24 h), or raise max_api_share if other integrations can spare it",
-            ))
+            problems.append(
+                Problem(
+                    where="crm.options.max_api_share",
+                    severity="warning",
+                    message=f"the org has used {usage[0]}/{usage[1]} daily API requests, past max_api_share = {self.options.max_api_share:g}",
+                    fix="Wait for usage to drop (rolling 24 h), or raise max_api_share if other integrations can spare it",
+                )
+            )
         return problems
 
     def output_options(self) -> dict[str, list[str]]:
@@ -289,9 +326,11 @@ class SalesforceConnector(Connector):
         INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST; an unrestricted picklist takes any value through the API)."""
         described = self.describe()
         mapped = {**self._outputs(), **({"review_decision": self.fields.review_decision} if self.fields.review_decision else {})}
-        return {name: [str(v.get("value")) for v in described[api].get("picklistValues") or [] if v.get("active", True)]
-                for name, api in mapped.items()
-                if api in described and described[api].get("type") == "picklist" and described[api].get("restrictedPicklist")}
+        return {
+            name: [str(v.get("value")) for v in described[api].get("picklistValues") or [] if v.get("active", True)]
+            for name, api in mapped.items()
+            if api in described and described[api].get("type") == "picklist" and described[api].get("restrictedPicklist")
+        }
 
     def create_fields(self) -> list[str]:
         """Not automated on purpose (see the package docstring): prints the exact Setup steps instead."""
@@ -304,8 +343,7 @@ class SalesforceConnector(Connector):
             return []
         raise NotImplementedError(
             "crmsync does not create Salesforce fields itself: an admin creates them (it takes a few minutes and "
-            "keeps the integration user without 'Customize Application'). In Salesforce:\n" + steps +
-            "\nThen run `crmsync check`."
+            "keeps the integration user without 'Customize Application'). In Salesforce:\n" + steps + "\nThen run `crmsync check`."
         )
 
     # -- labels -------------------------------------------------------------------------------------
@@ -324,16 +362,18 @@ class SalesforceConnector(Connector):
                 conds.append(f"Status IN ({', '.join(soql.string_literal(s) for s in self.options.disqualified_statuses)})")
         if not conds:
             return
-        statuses = {s.lower() for s in self.options.disqualified_statuses}
         for rec in self._query(soql.select(self.options.object, cols, " OR ".join(conds), order_by=["CreatedDate", "Id"])):
-            value = str(rec.get(decision) or "").strip().lower() if decision else ""
-            modified = _parse_sf_datetime(rec.get("LastModifiedDate"))
-            if value in DECISIONS:
-                yield LabelRecord(rec["Id"], self._inputs(rec), value, "review", modified)  # type: ignore[arg-type]
-            elif rec.get("IsConverted"):
-                yield LabelRecord(rec["Id"], self._inputs(rec), "qualified", "conversion", _parse_sf_datetime(rec.get("ConvertedDate")) or modified)
-            elif str(rec.get("Status") or "").lower() in statuses:
-                yield LabelRecord(rec["Id"], self._inputs(rec), "unqualified", "conversion", modified)
+            label = harvest_label(
+                rec["Id"],
+                self._inputs(rec),
+                decision=rec.get(decision) if decision else None,
+                converted=bool(rec.get("IsConverted")),
+                disqualified=one_of(rec.get("Status"), self.options.disqualified_statuses),
+                modified_at=_parse_sf_datetime(rec.get("LastModifiedDate")),
+                converted_at=_parse_sf_datetime(rec.get("ConvertedDate")),
+            )
+            if label is not None:
+                yield label
 
     def close(self) -> None:
         self.session.close()

@@ -1,4 +1,5 @@
 """What each mapped field must look like in Salesforce, checked against describe, and how to create it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def field_name_part(api_name: str) -> str:
 def how_to_create(obj: str, api_name: str, spec: tuple[set[str], str, str, str], access: str = "Edit") -> str:
     _, dtype, details, label = spec
     if not api_name.endswith("__c"):
-        return (f"'{api_name}' is not a custom field name. Create the field below, then map the output to its "
-                f"API name (ending in __c). " + how_to_create(obj, f"{api_name}__c", spec, access))
+        return (
+            f"'{api_name}' is not a custom field name. Create the field below, then map the output to its "
+            f"API name (ending in __c). " + how_to_create(obj, f"{api_name}__c", spec, access)
+        )
     return (
         f"Setup → Object Manager → {obj} → Fields & Relationships → New → Data Type: {dtype} → Next; "
         f"Field Label: {label}; Field Name: {field_name_part(api_name)} (API name {api_name}); {details} → Next; "
@@ -43,11 +46,14 @@ def check(obj: str, fields: FieldsConfig, described: dict[str, dict[str, Any]]) 
     hidden = " (or the integration user cannot see it: field-level security)"
     for name, api in fields.inputs.items():
         if api not in described:
-            problems.append(Problem(
-                where=f"fields.inputs.{name}", message=f"{obj} field '{api}' does not exist{hidden}",
-                fix=f"Use the API Name from Setup → Object Manager → {obj} → Fields & Relationships, or give the "
+            problems.append(
+                Problem(
+                    where=f"fields.inputs.{name}",
+                    message=f"{obj} field '{api}' does not exist{hidden}",
+                    fix=f"Use the API Name from Setup → Object Manager → {obj} → Fields & Relationships, or give the "
                     "integration user Read access to it",
-            ))
+                )
+            )
     for output, api in fields.outputs.model_dump().items():
         if not api:
             continue
@@ -57,23 +63,32 @@ def check(obj: str, fields: FieldsConfig, described: dict[str, dict[str, Any]]) 
         if f is None:
             problems.append(Problem(where=where, message=f"{obj} field '{api}' does not exist{hidden}", fix=how_to_create(obj, api, spec)))
         elif f.get("type") not in spec[0]:
-            problems.append(Problem(
-                where=where, message=f"{obj} field '{api}' has type {f.get('type')}; {output} needs one of {sorted(spec[0])}",
-                fix=f"Setup → Object Manager → {obj} → Fields & Relationships → {f.get('label', api)} → Edit → Change "
+            problems.append(
+                Problem(
+                    where=where,
+                    message=f"{obj} field '{api}' has type {f.get('type')}; {output} needs one of {sorted(spec[0])}",
+                    fix=f"Setup → Object Manager → {obj} → Fields & Relationships → {f.get('label', api)} → Edit → Change "
                     f"Field Type → {spec[1]} ({spec[2]}); or map {output} to another field of that type",
-            ))
+                )
+            )
         elif not f.get("updateable"):
-            problems.append(Problem(
-                where=where, message=f"{obj} field '{api}' is not updateable by the integration user",
-                fix=f"Setup → Object Manager → {obj} → Fields & Relationships → {f.get('label', api)} → Set Field-Level "
+            problems.append(
+                Problem(
+                    where=where,
+                    message=f"{obj} field '{api}' is not updateable by the integration user",
+                    fix=f"Setup → Object Manager → {obj} → Fields & Relationships → {f.get('label', api)} → Set Field-Level "
                     "Security → tick Visible and clear Read-Only for the integration user's profile (or grant Edit in its permission set)",
-            ))
+                )
+            )
     decision = fields.review_decision
     if decision and decision not in described:
-        problems.append(Problem(
-            where="fields.review_decision", message=f"{obj} field '{decision}' does not exist{hidden}",
-            fix=how_to_create(obj, decision, DECISION_SPEC, access="Read (reviewers need Edit)"),
-        ))
+        problems.append(
+            Problem(
+                where="fields.review_decision",
+                message=f"{obj} field '{decision}' does not exist{hidden}",
+                fix=how_to_create(obj, decision, DECISION_SPEC, access="Read (reviewers need Edit)"),
+            )
+        )
     return problems
 
 

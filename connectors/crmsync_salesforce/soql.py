@@ -1,10 +1,11 @@
 """A small SOQL builder. Field and object names are validated identifiers; values are typed literals,
 never pasted text. The only strings that reach a query come from the config (status values), escaped."""
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from crmsync import ConfigError
 
@@ -26,7 +27,7 @@ def datetime_literal(value: datetime) -> str:
     """SOQL datetime literal: unquoted, UTC, whole seconds rounded down (so a filter never misses a record)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: pass an aware (UTC) datetime")
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def string_literal(value: str) -> str:

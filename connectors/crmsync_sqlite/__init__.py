@@ -1,6 +1,7 @@
 """The local CRM: a lead table in a SQLite file, seeded from a CSV. The embedded default for trying crmsync
 and for scoring a CSV export before connecting the real CRM. It behaves like a small CRM: output fields are
 columns, every write bumps ``modified_at``, and per-record validation rules can reject a write."""
+
 from __future__ import annotations
 
 import csv
@@ -8,14 +9,27 @@ import io
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from crmsync import Bookmark, ConfigError, Connector, ConnectorContext, ConnectorOptions, CrmLead, LabelRecord, Problem, ScoreUpdate, WriteOutcome
+from crmsync import (
+    Bookmark,
+    ConfigError,
+    Connector,
+    ConnectorContext,
+    ConnectorOptions,
+    CrmLead,
+    LabelRecord,
+    Problem,
+    RetriableConnectorError,
+    ScoreUpdate,
+    WriteOutcome,
+)
+from crmsync.support import harvest_label
 
 PAGE = 500  # rows per read and per write transaction
 _IDENT_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -54,6 +68,7 @@ class SQLiteOptions(ConnectorOptions):
     seed_csv: str | None = Field("bundled", description='CSV to load when the table is empty; "bundled" = sample leads; "" = none')
     table: str = "leads"
     converted_column: str = Field("converted", description="1 = the lead converted (a label for eval)")
+    disqualified_column: str = Field("disqualified", description="1 = the lead was disqualified, lost (a label for eval)")
 
 
 def _ident(name: str) -> str:
@@ -63,12 +78,12 @@ def _ident(name: str) -> str:
 
 
 def _now() -> str:
-    return _stamp(datetime.now(timezone.utc))
+    return _stamp(datetime.now(UTC))
 
 
 def _stamp(value: datetime) -> str:
     """The one text form of a time in this table, so text order is time order."""
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _typed(value: str) -> Any:
@@ -85,7 +100,7 @@ def _typed(value: str) -> Any:
 
 def _to_sql(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (list, tuple)):
@@ -124,11 +139,17 @@ class SQLiteConnector(Connector):
                 f"{_ident(self.options.converted_column)} INTEGER NOT NULL DEFAULT 0)"
             )
             self.db.execute("CREATE TABLE IF NOT EXISTS crm_validation_rules (lead_id TEXT PRIMARY KEY, message TEXT NOT NULL)")
-            wanted = set(self.fields.inputs.values()) | {v for v in self.fields.outputs.model_dump().values() if v}
+            # crmsync's own columns only: an input column comes from the CRM's data (the CSV), so a mapping that
+            # names a missing one is reported by check() instead of hidden behind an empty new column.
+            wanted = {v for v in self.fields.outputs.model_dump().values() if v}
             if self.fields.review_decision:
                 wanted.add(self.fields.review_decision)
             for col in sorted(wanted - self._columns()):
                 self.db.execute(f"ALTER TABLE {self.table} ADD COLUMN {_ident(col)}")
+            if self.options.disqualified_column not in self._columns():  # a CRM file made before this column existed
+                self.db.execute(
+                    f"ALTER TABLE {self.table} ADD COLUMN {_ident(self.options.disqualified_column)} INTEGER NOT NULL DEFAULT 0"
+                )
             seed = self.options.seed_csv
             empty = self.db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0] == 0
             if seed and empty:
@@ -167,8 +188,10 @@ class SQLiteConnector(Connector):
                 try:
                     self.add(values)
                 except sqlite3.IntegrityError:
-                    raise ConfigError(f"local CRM: seed CSV {path} line {line}: id {values['id']!r} is there twice (or already "
-                                      f"in the table). Give each lead its own id; nothing was imported.") from None
+                    raise ConfigError(
+                        f"local CRM: seed CSV {path} line {line}: id {values['id']!r} is there twice (or already "
+                        f"in the table). Give each lead its own id; nothing was imported."
+                    ) from None
         return len(rows)
 
     def add(self, values: dict[str, Any]) -> str:
@@ -202,8 +225,12 @@ class SQLiteConnector(Connector):
         at, last, left = _stamp(after.modified_at), after.lead_id, limit
         end = _stamp(until)
         while left > 0:
-            rows = self._page("(modified_at > ? OR (modified_at = ? AND id > ?)) AND modified_at <= ?", [at, at, last, end],
-                              "modified_at, id", min(PAGE, left))
+            rows = self._page(
+                "(modified_at > ? OR (modified_at = ? AND id > ?)) AND modified_at <= ?",
+                [at, at, last, end],
+                "modified_at, id",
+                min(PAGE, left),
+            )
             for row in rows:
                 yield self._lead(row)
             if len(rows) < min(PAGE, left):
@@ -225,12 +252,17 @@ class SQLiteConnector(Connector):
         modified = row["modified_at"]
         return CrmLead(
             id=row["id"],
-            inputs={name: row[col] for name, col in self.fields.inputs.items()},
+            inputs=self._inputs(row),
             has_score=row[self.fields.outputs.score] is not None,
             input_hash=(row[hash_col] or None) if hash_col else None,
             review_decision=str(decision) if decision not in (None, "") else None,
             modified_at=datetime.fromisoformat(modified) if modified else None,
         )
+
+    def _inputs(self, row: sqlite3.Row) -> dict[str, Any]:
+        """The mapped inputs; a column the table lacks reads as empty (check() reports it)."""
+        have = row.keys()
+        return {name: row[col] if col in have else None for name, col in self.fields.inputs.items()}
 
     def write(self, updates: Sequence[ScoreUpdate]) -> list[WriteOutcome]:
         """One transaction per call. The update is conditional on an empty review decision, so a reviewer who
@@ -241,7 +273,10 @@ class SQLiteConnector(Connector):
             decision = _ident(self.fields.review_decision)
             undecided = f" AND ({decision} IS NULL OR {decision} = '')"
         out: list[WriteOutcome] = []
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # another program holds the file's write lock past busy_timeout
+            raise RetriableConnectorError(f"local CRM {self.path} is busy ({exc}): another program is writing to it") from None
         try:
             for up in updates:
                 if up.lead_id in rules:
@@ -269,7 +304,13 @@ class SQLiteConnector(Connector):
         cols = self._columns()
         for name, col in self.fields.inputs.items():
             if col not in cols:
-                problems.append(Problem(where=f"fields.inputs.{name}", message=f"column {col!r} is not in the local CRM table", fix="add the column to your CSV, or fix the mapping"))
+                problems.append(
+                    Problem(
+                        where=f"fields.inputs.{name}",
+                        message=f"column {col!r} is not in the local CRM table",
+                        fix="add the column to your CSV, or fix the mapping",
+                    )
+                )
         return problems
 
     def create_fields(self) -> list[str]:
@@ -279,14 +320,19 @@ class SQLiteConnector(Connector):
 
     def fetch_labels(self) -> Iterator[LabelRecord]:
         decision = self.fields.review_decision
-        conv = self.options.converted_column
+        conv, lost = self.options.converted_column, self.options.disqualified_column
         for row in self.db.execute(f"SELECT * FROM {self.table}"):
-            inputs = {name: row[col] for name, col in self.fields.inputs.items()}
-            value = (row[decision] or "").strip().lower() if decision else ""
-            if value in ("qualified", "unqualified"):
-                yield LabelRecord(row["id"], inputs, value, "review", datetime.fromisoformat(row["modified_at"]))  # type: ignore[arg-type]
-            elif row[conv]:
-                yield LabelRecord(row["id"], inputs, "qualified", "conversion", datetime.fromisoformat(row["modified_at"]))
+            stamp = row["modified_at"]
+            label = harvest_label(
+                row["id"],
+                self._inputs(row),
+                decision=row[decision] if decision else None,
+                converted=bool(row[conv]),
+                disqualified=bool(row[lost]),
+                modified_at=datetime.fromisoformat(stamp) if stamp else None,
+            )
+            if label is not None:
+                yield label
 
     def close(self) -> None:
         self.db.close()

@@ -1,4 +1,5 @@
 """`crmsync eval` and `crmsync labels pull|export`. Registered onto the main group by ``register(cli)``."""
+
 from __future__ import annotations
 
 import csv
@@ -17,20 +18,29 @@ from ..console import err, hold_state_dir, load_for_command, open_ledger, out
 CONFIDENCE_BY_SOURCE = {"review": 0.9, "conversion": 0.8}
 
 
-def _consoles():  # noqa: ANN202
+def _consoles():
     return out, err
 
 
-def _load(config_path: Path | None):  # noqa: ANN202
+def _load(config_path: Path | None):
     return load_for_command(config_path, "WARNING")
 
 
-def _ledger(config):  # noqa: ANN001, ANN202
+def _ledger(config):
     return open_ledger(config)
 
 
-def eval_command(config_path: Path | None, labels_path: Path, compare_prompt: Path | None, html_path: Path | None, reruns: int,
-                 concurrency: int | None, json_path: Path | None = None) -> int:
+def eval_command(
+    config_path: Path | None,
+    labels_path: Path,
+    compare_prompt: Path | None,
+    html_path: Path | None,
+    reruns: int,
+    concurrency: int | None,
+    json_path: Path | None = None,
+    learned: bool = False,
+    escalate_below: float | None = None,
+) -> int:
     from rich.progress import Progress
 
     from ..app import build_scorer
@@ -41,27 +51,42 @@ def eval_command(config_path: Path | None, labels_path: Path, compare_prompt: Pa
     out, err = _consoles()
     config = _load(config_path)
     labeled = read_labels(labels_path, config)
+    if learned:  # issue 15: the rubric chain, the learned step, the cascade (+ calibrated) side by side (sidebyside.py)
+        from .sidebyside import eval_learned
+
+        return eval_learned(
+            config, labeled, labels_path, html_path, json_path, concurrency or config.scoring.concurrency, escalate_below, out, err
+        )
+    cand = load_rubric(compare_prompt) if compare_prompt else None  # before any provider is opened
     scorer = build_scorer(config)
     current = scorer.rubric
     rubrics = {f"current ({current.version})": current}
-    if compare_prompt:
-        cand = load_rubric(compare_prompt)
+    if cand is not None:
         rubrics[f"candidate ({cand.version})"] = cand
     sig = chain_signature(config)
-    cache = EvalCache(config.state_dir / CACHE_FILE)
     runs = {}
+    try:
+        cache = EvalCache(config.state_dir / CACHE_FILE)
+    except BaseException:
+        scorer.close()
+        raise
     try:
         with Progress(console=err, disable=not err.is_terminal) as progress:
             for name, rubric in rubrics.items():
                 task = progress.add_task(f"scoring {name}", total=len(labeled) * reruns)
-                runs[name] = score_labeled(scorer, rubric, labeled, cache, sig, reruns, concurrency or config.scoring.concurrency,
-                                           lambda n, t=task: progress.advance(t, n))
+                runs[name] = score_labeled(
+                    scorer,
+                    rubric,
+                    labeled,
+                    cache,
+                    sig,
+                    reruns,
+                    concurrency or config.scoring.concurrency,
+                    lambda n, t=task: progress.advance(t, n),
+                )
     finally:
         cache.close()
-        for p in getattr(scorer.chain, "providers", {}).values():
-            close = getattr(p, "close", None)
-            if close:
-                close()
+        scorer.close()
     evs = {name: evaluate_run(r, config) for name, r in runs.items()}
     changes = tier_changes(*runs.values()) if compare_prompt else None
     called = sum(r.called for r in runs.values())
@@ -76,14 +101,26 @@ def eval_command(config_path: Path | None, labels_path: Path, compare_prompt: Pa
     if json_path:
         from .report import as_dict
 
-        json_path.write_text(json.dumps({"runs": {n: as_dict(e) for n, e in evs.items()}, "changed": changes, "scored_now": called,
-                                         "from_cache": cached, "chain": sig}, indent=1, default=str), encoding="utf-8")
+        json_path.write_text(
+            json.dumps(
+                {
+                    "runs": {n: as_dict(e) for n, e in evs.items()},
+                    "changed": changes,
+                    "scored_now": called,
+                    "from_cache": cached,
+                    "chain": sig,
+                },
+                indent=1,
+                default=str,
+            ),
+            encoding="utf-8",
+        )
     # Targets: on the candidate when comparing (that is what is about to ship), else on the current rubric.
     judged = evs[list(evs)[-1]]
     return 0 if judged.passed else 1
 
 
-def merged_labels(ledger) -> list[dict[str, Any]]:  # noqa: ANN001
+def merged_labels(ledger) -> list[dict[str, Any]]:
     """One label per lead: a reviewer's decision wins over a conversion signal."""
     best: dict[str, dict[str, Any]] = {}
     for lab in ledger.labels():
@@ -93,7 +130,7 @@ def merged_labels(ledger) -> list[dict[str, Any]]:  # noqa: ANN001
     return [best[k] for k in sorted(best)]
 
 
-def assistant_answer(rubric, qualified_tiers: list[str], outcome: str, source: str, inputs: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+def assistant_answer(rubric, qualified_tiers: list[str], outcome: str, source: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """The model answer a label stands for. Qualified: the middle of [lowest qualified tier's cut, 100];
     unqualified: the middle of [0, that cut). E.g. tiers A=80 B=60 with qualified A,B: 80 and 30."""
     from ..scoring import looks_like_instructions
@@ -117,18 +154,54 @@ def register(cli_group: click.Group) -> None:
 
     @cli_group.command("eval")
     @_config_option
-    @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                  help="CSV or JSONL of leads (columns as the CRM fields in [fields] inputs) with an `outcome` column.")
-    @click.option("--compare-prompt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                  help="A candidate rubric: score with both, show metrics side by side and the leads whose tier changed.")
+    @click.option(
+        "--labels",
+        "labels_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CSV or JSONL of leads (columns as the CRM fields in [fields] inputs) with an `outcome` column.",
+    )
+    @click.option(
+        "--compare-prompt",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A candidate rubric: score with both, show metrics side by side and the leads whose tier changed.",
+    )
     @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write a self-contained HTML report.")
-    @click.option("--reruns", type=click.IntRange(1, 20), default=1, show_default=True, help="Score each lead N times (N >= 2 reports tier stability).")
+    @click.option(
+        "--reruns",
+        type=click.IntRange(1, 20),
+        default=1,
+        show_default=True,
+        help="Score each lead N times (N >= 2 reports tier stability).",
+    )
     @click.option("--concurrency", type=int, help="Leads scored at once (default: [scoring] concurrency).")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics as JSON (for CI).")
-    def eval_(config_path: Path | None, labels_path: Path, compare_prompt: Path | None, html_path: Path | None, reruns: int,
-              concurrency: int | None, json_path: Path | None) -> None:
+    @click.option(
+        "--learned",
+        is_flag=True,
+        help="Side by side on the same held-out leads: the rubric chain, the learned step, the "
+        "cascade, and each calibrated (needs `crmsync train model --promote`).",
+    )
+    @click.option(
+        "--escalate-below",
+        type=click.FloatRange(0, 1),
+        help="With --learned: the cascade's learned-step threshold (default: the config's, else 0.65).",
+    )
+    def eval_(
+        config_path: Path | None,
+        labels_path: Path,
+        compare_prompt: Path | None,
+        html_path: Path | None,
+        reruns: int,
+        concurrency: int | None,
+        json_path: Path | None,
+        learned: bool,
+        escalate_below: float | None,
+    ) -> None:
         """Measure the scorer on labeled leads: precision, recall, calibration, cost. Exit 1 if a target fails."""
-        sys.exit(eval_command(config_path, labels_path, compare_prompt, html_path, reruns, concurrency, json_path))
+        if learned and (compare_prompt or reruns > 1):
+            raise click.UsageError("--learned compares chains on one rubric: leave out --compare-prompt and --reruns")
+        sys.exit(eval_command(config_path, labels_path, compare_prompt, html_path, reruns, concurrency, json_path, learned, escalate_below))
 
     @cli_group.group("labels")
     def labels() -> None:
@@ -183,7 +256,14 @@ def register(cli_group: click.Group) -> None:
                 w = csv.writer(fh)
                 w.writerow(["id", *mapping.values(), "outcome", "label_source"])
                 for lab in labs:
-                    w.writerow([lab["lead_id"], *("" if lab["inputs"].get(k) is None else lab["inputs"].get(k) for k in mapping), lab["outcome"], lab["source"]])
+                    w.writerow(
+                        [
+                            lab["lead_id"],
+                            *("" if lab["inputs"].get(k) is None else lab["inputs"].get(k) for k in mapping),
+                            lab["outcome"],
+                            lab["source"],
+                        ]
+                    )
         else:
             rubric = load_rubric(rubric_path(config))
             with open(output_path, "w", encoding="utf-8") as fh:
@@ -191,10 +271,18 @@ def register(cli_group: click.Group) -> None:
                     inputs = {k: lab["inputs"].get(k) for k in mapping if lab["inputs"].get(k) not in (None, "")}
                     prompt = build_prompt(rubric, Lead(id=lab["lead_id"], inputs=inputs), config.scoring.max_input_chars)
                     answer = assistant_answer(rubric, config.eval.qualified_tiers, lab["outcome"], lab["source"], lab["inputs"])
-                    fh.write(json.dumps({"messages": [
-                        {"role": "system", "content": prompt.system},
-                        {"role": "user", "content": prompt.user},
-                        {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)},
-                    ]}, ensure_ascii=False) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "messages": [
+                                    {"role": "system", "content": prompt.system},
+                                    {"role": "user", "content": prompt.user},
+                                    {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)},
+                                ]
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
         q = sum(1 for x in labs if x["outcome"] == "qualified")
         out.print(f"{len(labs)} label(s) ({q} qualified) written to {output_path}")

@@ -6,6 +6,7 @@ Conventions (they match scikit-learn's defaults, which the tests check exactly):
 - ROC AUC is rank based (Mann-Whitney U), tied scores get their average rank; it is ``None`` when only
   one class is present (scikit-learn raises there).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -102,10 +103,7 @@ def reliability(confidences: Sequence[float], correct: Sequence[bool], n_bins: i
         sums[k][0] += 1
         sums[k][1] += c
         sums[k][2] += 1 if ok else 0
-    return [
-        Bin(k / n_bins, (k + 1) / n_bins, n, (s / n) if n else None, (h / n) if n else None)
-        for k, (n, s, h) in enumerate(sums)
-    ]
+    return [Bin(k / n_bins, (k + 1) / n_bins, n, (s / n) if n else None, (h / n) if n else None) for k, (n, s, h) in enumerate(sums)]
 
 
 def ece(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = N_BINS) -> float | None:
@@ -168,7 +166,9 @@ def review_sweep(y_true: Sequence[int], y_pred: Sequence[int], confidences: Sequ
     return out
 
 
-def pick(points: Sequence[CurvePoint], precision_target: float | None, *, prefer_low_flagging: bool = False) -> tuple[CurvePoint | None, str]:
+def pick(
+    points: Sequence[CurvePoint], precision_target: float | None, *, prefer_low_flagging: bool = False
+) -> tuple[CurvePoint | None, str]:
     """The point that meets the precision target at the best recall (ties: higher precision, then less
     flagging), or the best F1 when there is no target. Returns (point, why)."""
     if not points:
@@ -235,14 +235,20 @@ class Evaluation:
     checks: list[tuple[str, float, float | None, bool]] = field(default_factory=list)  # (name, target, value, passed)
     stability: float | None = None
     scores_by_outcome: dict[int, list[float]] = field(default_factory=dict)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # more summary rows (eval --learned: P(qualified), LLM calls)
 
     @property
     def passed(self) -> bool:
         return all(ok for *_, ok in self.checks)
 
 
-def evaluate(items: Sequence[Item], qualified_tiers: Sequence[str], tier_order: Sequence[str],
-             targets: Targets | Mapping[str, Any] | None = None, stability: float | None = None) -> Evaluation:
+def evaluate(
+    items: Sequence[Item],
+    qualified_tiers: Sequence[str],
+    tier_order: Sequence[str],
+    targets: Targets | Mapping[str, Any] | None = None,
+    stability: float | None = None,
+) -> Evaluation:
     """Every number of the report, from the per-lead results. Unscored leads are counted, not measured."""
     if isinstance(targets, Mapping):
         targets = Targets(**targets)
@@ -289,8 +295,11 @@ def evaluate(items: Sequence[Item], qualified_tiers: Sequence[str], tier_order: 
         stability=stability,
         scores_by_outcome={1: [s for s, t in zip(scores, y) if t], 0: [s for s, t in zip(scores, y) if not t]},
     )
-    for name, target, value in (("precision", targets.precision, ev.precision), ("recall", targets.recall, ev.recall),
-                                ("f1", targets.f1, ev.f1)):
+    for name, target, value in (
+        ("precision", targets.precision, ev.precision),
+        ("recall", targets.recall, ev.recall),
+        ("f1", targets.f1, ev.f1),
+    ):
         if target is not None:
             ev.checks.append((name, target, value if scored else None, bool(scored) and value >= target))
     if targets.max_ece is not None:

@@ -3,8 +3,10 @@
 The cache is ``eval-cache.sqlite`` in the state dir, keyed by (rubric version, chain signature, lead
 fingerprint, rerun index). The chain signature is the providers' names and models, plus the settings
 that change a result (escalation thresholds, review thresholds, repair attempts). Failed results (every
-provider down) are never cached: the next run tries again.
+provider down) are never cached: the next run tries again. The cache is not state: it has no migrations,
+and deleting the file costs only a re-run's LLM calls (a change to its table must rename ``CACHE_FILE``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batch import read_leads
 from ..config import Config
 from ..errors import ConfigError
+from ..leadfile import read_leads
 from ..models import Lead, ScoreResult, ScoreStatus
 from ..rubric import Rubric
 from ..scoring import Scorer
@@ -55,7 +57,9 @@ def read_labels(path: Path, config: Config) -> list[LabeledLead]:
         else:
             where = f"{path}:{n}"
             if "outcome" not in row:
-                raise ConfigError(f"{path}: no `outcome` column. Add one with qualified/unqualified per lead (see `crmsync labels export`).")
+                raise ConfigError(
+                    f"{path}: no `outcome` column. Add one with qualified/unqualified per lead (see `crmsync labels export`)."
+                )
             raise ConfigError(f"{where}: outcome {raw!r} is neither qualified nor unqualified (nor yes/no, 1/0).")
         out.append(LabeledLead(lead, y))
     ids = [x.lead.id for x in out]
@@ -83,8 +87,9 @@ class EvalCache:
         )
 
     def get(self, rubric: str, chain: str, fp: str, rerun: int) -> ScoreResult | None:
-        r = self.db.execute("SELECT result_json FROM results WHERE rubric_version=? AND chain=? AND fingerprint=? AND rerun=?",
-                            (rubric, chain, fp, rerun)).fetchone()
+        r = self.db.execute(
+            "SELECT result_json FROM results WHERE rubric_version=? AND chain=? AND fingerprint=? AND rerun=?", (rubric, chain, fp, rerun)
+        ).fetchone()
         return ScoreResult.model_validate_json(r[0]) if r else None
 
     def put(self, rubric: str, chain: str, fp: str, rerun: int, result: ScoreResult) -> None:
@@ -108,8 +113,16 @@ class RunResult:
         return {x.lead.id: r.tier for x, r in zip(self.labeled, self.runs[run])}
 
 
-def score_labeled(scorer: Scorer, rubric: Rubric, labeled: Sequence[LabeledLead], cache: EvalCache, chain_sig: str,
-                  reruns: int = 1, concurrency: int = 2, progress: Callable[[int], None] | None = None) -> RunResult:
+def score_labeled(
+    scorer: Scorer,
+    rubric: Rubric,
+    labeled: Sequence[LabeledLead],
+    cache: EvalCache,
+    chain_sig: str,
+    reruns: int = 1,
+    concurrency: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
     res = RunResult(rubric, list(labeled), [])
     fps = [fingerprint(x.lead.inputs) for x in labeled]
     for r in range(reruns):
@@ -132,9 +145,19 @@ def score_labeled(scorer: Scorer, rubric: Rubric, labeled: Sequence[LabeledLead]
 
 def items_of(labeled: Sequence[LabeledLead], results: Sequence[ScoreResult]) -> list[Item]:
     return [
-        Item(lead_id=x.lead.id, outcome=x.outcome, scored=r.status == ScoreStatus.scored, status=r.status.value,
-             score=r.score, tier=r.tier, confidence=r.confidence, needs_review=r.needs_review, escalated=r.escalated,
-             fell_back=r.fell_back, cost_usd=r.cost_usd)
+        Item(
+            lead_id=x.lead.id,
+            outcome=x.outcome,
+            scored=r.status == ScoreStatus.scored,
+            status=r.status.value,
+            score=r.score,
+            tier=r.tier,
+            confidence=r.confidence,
+            needs_review=r.needs_review,
+            escalated=r.escalated,
+            fell_back=r.fell_back,
+            cost_usd=r.cost_usd,
+        )
         for x, r in zip(labeled, results)
     ]
 
@@ -152,6 +175,15 @@ def tier_changes(a: RunResult, b: RunResult) -> list[dict[str, Any]]:
     out = []
     for x, ra, rb in zip(a.labeled, a.runs[0], b.runs[0]):
         if ra.tier != rb.tier:
-            out.append({"id": x.lead.id, "company": x.lead.inputs.get("company", ""), "outcome": "qualified" if x.outcome else "unqualified",
-                        "before": ra.tier, "after": rb.tier, "score_before": ra.score, "score_after": rb.score})
+            out.append(
+                {
+                    "id": x.lead.id,
+                    "company": x.lead.inputs.get("company", ""),
+                    "outcome": "qualified" if x.outcome else "unqualified",
+                    "before": ra.tier,
+                    "after": rb.tier,
+                    "score_before": ra.score,
+                    "score_after": rb.score,
+                }
+            )
     return out

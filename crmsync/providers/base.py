@@ -1,21 +1,23 @@
 """The provider contract, the prompt, and the retry decision every provider shares."""
+
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import random
 import re
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ..config import AnthropicProviderConfig, OpenAIProviderConfig, PriceConfig
+from ..config_fields import PriceConfig
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
-from ..models import ModelAnswer, Usage
+from ..models import ModelAnswer, Problem, Usage
+from ..support import GiveUp, RetryPolicy, parse_retry_after
+from .options import ProviderContext, ProviderOptions
 from .pacing import Pacer, estimate_tokens
 
 log = logging.getLogger("crmsync.providers")
@@ -28,6 +30,9 @@ class Prompt:
     system: str
     user: str
     cache_key: str  # the rubric version: routes requests with the same prefix to the same cache
+    # The lead's mapped inputs ([fields] inputs), as the user block shows them: for providers that are not
+    # language models (issue 15's learned one), so they read structured values instead of parsing the text.
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,20 @@ def chat_messages(prompt: Prompt, repair: Repair | None) -> list[dict[str, str]]
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}, *repair_turns(repair)]
 
 
+def unreachable(where: str, cause: Exception) -> str:
+    """``check()``'s wording when the endpoint cannot be reached (one sentence for every provider)."""
+    return f"cannot reach {where}: {cause}; check base_url and the network"
+
+
+def unknown_model(model: str, where: str, server: str, fix: str) -> str:
+    return f"model {model!r} is not known to {where} (HTTP 404: {server}); fix `model` ({fix})"
+
+
+def refused(where: str, status: int, server: str, key_env: str | None) -> str:
+    key = f"; check the key in {key_env}" if key_env and status in (401, 403) else ""
+    return f"{where} refused the check with HTTP {status}: {server}{key}"
+
+
 class Provider(ABC):
     """One model behind one API. ``score`` asks once (with its own bounded retries of transient errors).
 
@@ -75,116 +94,103 @@ class Provider(ABC):
     A 429 is not an outage: the request waits (Retry-After, the rate headers, or backoff) and is sent again,
     and so do all this provider's other leads, through its ``pacer``. Implementations call
     ``self.pacer.observe(signal)`` with every response's rate-limit headers, errors included.
+
+    **A plugin.** A provider is registered under the entry-point group ``crmsync.providers``; the entry-point
+    name is the ``type`` users write in ``[providers.NAME]``, and the rest of that table is validated by the
+    class's ``Options`` (a ``ProviderOptions`` subclass: unknown keys are errors) when the config loads.
+    crmsync builds it as ``Cls(name, options, context)``. The constructor must be cheap and must not call the
+    network: it fails (``ConfigError``) only on what makes the provider unusable, such as a missing key.
+    ``check()`` then says, without spending tokens, what a person must fix (key refused, endpoint unreachable,
+    model unknown); ``close()`` releases clients and models, and may be called more than once.
+    ``crmsync.testing.ProviderContract`` is the test suite every provider passes.
     """
 
-    def __init__(
-        self,
-        name: str,
-        model: str,
-        *,
-        max_retries: int,
-        max_retry_after_s: float,
-        max_rate_limit_wait_s: float = 60.0,
-        requests_per_minute: int | None = None,
-        tokens_per_minute: int | None = None,
-        max_output_tokens: int = 0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+
+    def __init__(self, name: str, options: ProviderOptions, context: ProviderContext | None = None) -> None:
+        context = context or ProviderContext()
         self.name = name
-        self.model = model
-        self.max_retries = max_retries
-        self.max_retry_after_s = max_retry_after_s
-        self.max_rate_limit_wait_s = max_rate_limit_wait_s
-        self.max_output_tokens = max_output_tokens
-        self._sleep = sleep
-        self.pacer = Pacer(name, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
-                           max_gate_s=max(max_rate_limit_wait_s, 0.0), clock=clock, sleep=sleep)
+        self.options = options
+        self.context = context
+        self.model = options.model
+        self.max_retries = options.max_retries
+        self.max_retry_after_s = options.max_retry_after_s
+        self.max_rate_limit_wait_s = options.max_rate_limit_wait_s
+        self.max_output_tokens = options.max_output_tokens
+        self.pacer = Pacer(
+            name,
+            requests_per_minute=options.requests_per_minute,
+            tokens_per_minute=options.tokens_per_minute,
+            max_gate_s=max(options.max_rate_limit_wait_s, 0.0),
+            clock=context.clock,
+        )
 
     @abstractmethod
     def _ask(self, prompt: Prompt, repair: Repair | None) -> Reply: ...
 
     def score(self, prompt: Prompt, repair: Repair | None = None) -> Reply:
         need = estimate_tokens(prompt_chars(prompt, repair), self.max_output_tokens)
-        attempt = 0  # transient failures (5xx, timeouts, connections), bounded by max_retries
-        limited = 0  # 429s, bounded by max_rate_limit_wait_s of waiting
-        waited = 0.0
-        while True:
-            ticket = self.pacer.acquire(need)
-            try:
-                reply = self._ask(prompt, repair)
-            except ProviderUnavailable as exc:
-                is_429 = exc.status == 429
-                self.pacer.release(ticket, answered=False, limited=is_429)
-                if is_429:
-                    limited += 1
-                    delay = self._rate_limit_wait(exc, limited, waited)
-                    self.pacer.hold(delay)
-                    waited += delay
-                    continue
-                attempt += 1
-                delay_or_none = retry_delay(attempt, exc.retry_after, self.max_retry_after_s) if attempt <= self.max_retries else None
-                if delay_or_none is None:
-                    log.debug("%s: giving up after %d attempt(s): %s", self.name, attempt, exc)
-                    raise
-                log.debug("%s: retry %d in %.2fs: %s", self.name, attempt, delay_or_none, exc)
-                self._sleep(delay_or_none)
-                continue
-            except InvalidAnswer as exc:
-                used = exc.usage if isinstance(exc.usage, Usage) else None
-                self.pacer.release(ticket, answered=True, used_tokens=used.input_tokens + used.output_tokens if used else None)
-                raise
-            except BaseException:
-                self.pacer.release(ticket, answered=False)
-                raise
-            self.pacer.release(ticket, answered=True, used_tokens=reply.usage.input_tokens + reply.usage.output_tokens)
-            return reply
+        return self.retry.call(lambda: self._paced(prompt, repair, need))
 
-    def _rate_limit_wait(self, exc: ProviderUnavailable, n: int, waited: float) -> float:
-        """How long every lead of this provider now waits after 429 number ``n`` of this request; raises when
-        the wait would be too long (a Retry-After over ``max_retry_after_s``, or more than
-        ``max_rate_limit_wait_s`` of waiting in all): then the chain cools the provider down and falls back."""
-        delay = rate_limit_delay(n, exc.retry_after, self.pacer.gate_remaining())
-        if delay > self.max_retry_after_s:
-            log.debug("%s: rate limited, Retry-After %.0fs is over max_retry_after_s: %s", self.name, delay, exc)
-            raise exc
-        if waited + delay > self.max_rate_limit_wait_s:
-            log.debug("%s: still rate limited after waiting %.1fs: %s", self.name, waited, exc)
-            raise ProviderUnavailable(
-                f"{exc} (still rate limited after waiting {waited:.0f}s, max_rate_limit_wait_s = {self.max_rate_limit_wait_s:g})",
-                retry_after=delay, status=429,
-            ) from None
-        log.debug("%s: rate limited (429): this provider's leads wait %.2fs: %s", self.name, delay, exc)
-        return delay
+    @functools.cached_property
+    def retry(self) -> RetryPolicy:
+        """Transient failures (5xx, timeouts, connections) are retried ``max_retries`` times, after the server's
+        Retry-After up to ``max_retry_after_s`` (a longer one: fall back at once; the chain's cooldown honours it).
+        A 429 is load, not a failure: every lead of this provider waits at the pacer's gate (Retry-After, else
+        the rate headers, else backoff) until ``max_rate_limit_wait_s`` of waiting in all, or a wait over
+        ``max_retry_after_s``: then the chain cools the provider down and falls back."""
+        return RetryPolicy(
+            attempts=self.max_retries + 1,
+            transient=_unavailable,
+            load=_rate_limited,
+            max_retry_after_s=self.max_retry_after_s,
+            max_load_wait_s=self.max_rate_limit_wait_s,
+            gate=self.pacer.gate_remaining,
+            hold=self.pacer.hold,
+            give_up=self._gave_up,
+            clock=self.context.clock,
+            name=self.name,
+        )
 
-    def close(self) -> None:
-        """Release clients and models."""
+    def _gave_up(self, why: GiveUp) -> BaseException:
+        if why.reason != "waited":
+            return why.error  # as the server said it
+        return ProviderUnavailable(
+            f"{why.error} (still rate limited after waiting {why.waited_s:.0f}s, max_rate_limit_wait_s = {self.max_rate_limit_wait_s:g})",
+            retry_after=why.wait_s,
+            status=429,
+        )
 
+    def _paced(self, prompt: Prompt, repair: Repair | None, need: int) -> Reply:
+        """One request through the pacer; its ticket is always released, saying how the request went."""
+        ticket = self.pacer.acquire(need)
+        try:
+            reply = self._ask(prompt, repair)
+        except ProviderUnavailable as exc:
+            self.pacer.release(ticket, answered=False, limited=exc.status == 429)
+            raise
+        except InvalidAnswer as exc:
+            used = exc.usage if isinstance(exc.usage, Usage) else None
+            self.pacer.release(ticket, answered=True, used_tokens=used.input_tokens + used.output_tokens if used else None)
+            raise
+        except BaseException:
+            self.pacer.release(ticket, answered=False)
+            raise
+        self.pacer.release(ticket, answered=True, used_tokens=reply.usage.input_tokens + reply.usage.output_tokens)
+        return reply
 
-def pacing_options(cfg: OpenAIProviderConfig | AnthropicProviderConfig) -> dict[str, Any]:
-    """The Provider keyword arguments a hosted provider's config sets."""
-    return {
-        "max_retries": cfg.max_retries,
-        "max_retry_after_s": cfg.max_retry_after_s,
-        "max_rate_limit_wait_s": cfg.max_rate_limit_wait_s,
-        "requests_per_minute": cfg.requests_per_minute,
-        "tokens_per_minute": cfg.tokens_per_minute,
-        "max_output_tokens": cfg.max_output_tokens,
-    }
+    def check(self) -> list[str | Problem]:
+        """Problems a person can act on, each a sentence naming the fix (key refused, endpoint unreachable, model
+        unknown); empty when the provider can score. Never spends tokens; never raises for a problem it finds.
+        A sentence is an error; a ``Problem`` carries its own severity (a warning: the chain still scores)."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - not abstract: a provider holding nothing needs no close()
+        """Release clients and models. Idempotent: a second call does nothing."""
 
 
 def prompt_chars(prompt: Prompt, repair: Repair | None) -> int:
     return len(prompt.system) + len(prompt.user) + sum(len(t["content"]) for t in repair_turns(repair))
-
-
-def rate_limit_delay(n: int, retry_after: float | None, gate_s: float) -> float:
-    """How long a 429 makes this provider's leads wait: the server's Retry-After, else what its rate headers
-    said (already set as the pacer's gate), else backoff like the SDKs (0.5 s, 1 s, 2 s ... at most 8 s)."""
-    if retry_after is not None:
-        return retry_after
-    if gate_s > 0:
-        return gate_s
-    return min(0.5 * 2 ** (n - 1), 8.0) * (1 - 0.25 * random.random())
 
 
 def connection_error(who: str, exc: BaseException) -> ProviderUnavailable:
@@ -202,19 +208,15 @@ def connection_error(who: str, exc: BaseException) -> ProviderUnavailable:
     return ProviderUnavailable(text)
 
 
-def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float | None:
-    """How long to wait before retry number ``attempt`` (1-based), or None to give up now.
-
-    Retry-After is honoured up to our cap; above it we fall back at once instead of stalling the daemon
-    (the chain's cooldown then honours it, with its own cap). Otherwise exponential backoff with jitter,
-    like the SDKs: 0.5 s, 1 s, 2 s ... at most 8 s, minus up to 25 %.
-    """
-    if retry_after is not None:
-        return retry_after if retry_after <= cap else None
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())
-
-
 TRANSIENT_STATUSES = {408, 409, 429}  # and every 5xx (529 overloaded included)
+
+
+def _rate_limited(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderUnavailable) and exc.status == 429
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderUnavailable) and exc.status != 429
 
 
 def status_error(who: str, status: int, message: str, headers: object) -> ProviderUnavailable | ProviderRejected:
@@ -224,21 +226,6 @@ def status_error(who: str, status: int, message: str, headers: object) -> Provid
     if status in TRANSIENT_STATUSES or status >= 500:
         return ProviderUnavailable(text, retry_after=parse_retry_after(headers), status=status)
     return ProviderRejected(text, status=status)
-
-
-def parse_retry_after(headers: object) -> float | None:
-    """``retry-after-ms`` first, then ``retry-after`` in seconds (HTTP dates are treated as absent)."""
-    get = getattr(headers, "get", None)
-    if get is None:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
 
 
 def validate_answer(raw: str, usage: Usage) -> ModelAnswer:
@@ -276,4 +263,9 @@ def cost_usd(usage: Usage, price: PriceConfig | None) -> float:
     cached_p = price.cached_input if price.cached_input is not None else price.input
     write_p = price.cache_write if price.cache_write is not None else price.input
     uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
-    return (uncached * price.input + usage.cached_input_tokens * cached_p + usage.cache_write_tokens * write_p + usage.output_tokens * price.output) / 1_000_000
+    return (
+        uncached * price.input
+        + usage.cached_input_tokens * cached_p
+        + usage.cache_write_tokens * write_p
+        + usage.output_tokens * price.output
+    ) / 1_000_000

@@ -4,20 +4,21 @@ For one lead, steps run in order. A step that fails (unavailable, rejected, inva
 hands over to the next (fallback). A step that answers validly ends the chain unless its confidence is
 under its ``escalate_below`` (escalation): then the next step scores too. The decision is ``_escalate``.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..config import ChainStep, CooldownConfig, PriceConfig, ReviewConfig
 from ..errors import InvalidAnswer, ProviderRejected, ProviderUnavailable
-from ..masking import redact
 from ..models import Hop, HopOutcome, ModelAnswer, ReviewReason, ScoreResult, ScoreStatus, Usage
 from ..rubric import Rubric
+from ..support import SYSTEM_CLOCK, Clock, redact
 from .base import Prompt, Provider, Repair, cost_usd
 
 log = logging.getLogger("crmsync.chain")
@@ -25,26 +26,26 @@ log = logging.getLogger("crmsync.chain")
 
 @dataclass
 class Cooldowns:
-    """Per-provider pauses after failures. The clock is injected so tests can move time.
+    """Per-provider pauses after failures. The clock (``crmsync.support.Clock``) is injected so tests can move time.
 
     Rate limits (429) do not land here unless they outlast ``max_rate_limit_wait_s``: a rate-limited
     provider makes its leads wait (providers/pacing.py), it is not paused."""
 
     cfg: CooldownConfig
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = SYSTEM_CLOCK
     _until: dict[str, float] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)
     _told: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remaining(self, name: str) -> float:
-        return max(0.0, self._until.get(name, 0.0) - self.clock())
+        return max(0.0, self._until.get(name, 0.0) - self.clock.monotonic())
 
     def failed(self, name: str, retry_after: float | None, cause: str = "") -> float:
         """Pause ``name`` (30 s doubling per failure, honouring Retry-After, never beyond ``max_s``); returns the
         pause. Leads that were in flight when the pause began neither double it nor warn again."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.monotonic()
             left = self._until.get(name, 0.0) - now
             if left > 0:  # already paused: at most honour a longer Retry-After
                 self._until[name] = now + max(left, min(self.cfg.max_s, retry_after or 0.0))
@@ -58,7 +59,7 @@ class Cooldowns:
         return pause
 
     def rejected(self, name: str, message: str) -> None:
-        self._until[name] = self.clock() + self.cfg.rejected_s
+        self._until[name] = self.clock.monotonic() + self.cfg.rejected_s
         if name not in self._told:  # loudly, once: the same bad key would otherwise fill the log
             self._told.add(name)
             log.error("provider %s refused the request (configuration error), paused %.0fs: %s", name, self.cfg.rejected_s, message)
@@ -98,16 +99,40 @@ class Chain:
         self.repair_attempts = repair_attempts
         self._last_failure: dict[str, str | None] = {}  # provider → cause of its latest failed call, None once it answers
 
-    def score(self, prompt: Prompt, rubric: Rubric, suspicious: bool) -> ScoreResult:
-        hops: list[Hop] = []
-        valid: list[_Valid] = []
-        for i, step in enumerate(self.steps):
+    def score(
+        self,
+        prompt: Prompt,
+        rubric: Rubric,
+        suspicious: bool,
+        *,
+        prior: Sequence[tuple[Hop, ModelAnswer | None]] = (),
+        repair: Repair | None = None,
+    ) -> ScoreResult:
+        """``prior``: steps already answered elsewhere (a provider's batch API, crmsync/batching.py) as (hop, valid
+        answer or None); the chain goes on after the last of them, or decides at once when that one answered validly
+        without escalating. ``repair``: the last prior step answered invalidly and gets its one repair here first."""
+        hops: list[Hop] = [h for h, _ in prior]
+        valid = [_Valid(self.steps[h.step], h, a) for h, a in prior if a is not None]
+        start = prior[-1][0].step + 1 if prior else 0
+        if prior and prior[-1][1] is not None and not self._escalate(start - 1, self.steps[start - 1], prior[-1][0]):
+            return self._decide(rubric, hops, valid, suspicious)
+        if prior and repair is not None:
+            start -= 1
+        for i, step in enumerate(self.steps[start:], start):
             provider = self.providers[step.provider]
             wait = self.cooldowns.remaining(step.provider)
             if wait > 0:
-                hops.append(Hop(step=i, provider=step.provider, model=provider.model, outcome=HopOutcome.cooling_down, detail=f"paused for {wait:.0f}s more"))
+                hops.append(
+                    Hop(
+                        step=i,
+                        provider=step.provider,
+                        model=provider.model,
+                        outcome=HopOutcome.cooling_down,
+                        detail=f"paused for {wait:.0f}s more",
+                    )
+                )
                 continue
-            hop, answer = self._run_step(i, step, provider, prompt)
+            hop, answer = self._run_step(i, step, provider, prompt, repair if prior and i == start else None)
             hops.append(hop)
             if answer is None:
                 continue  # fallback
@@ -121,12 +146,22 @@ class Chain:
         repair, failure bookkeeping and cost as any step."""
         wait = self.cooldowns.remaining(provider.name)
         if wait > 0:
-            return Hop(step=step, provider=provider.name, model=provider.model, outcome=HopOutcome.cooling_down,
-                       detail=f"paused for {wait:.0f}s more"), None
+            return Hop(
+                step=step,
+                provider=provider.name,
+                model=provider.model,
+                outcome=HopOutcome.cooling_down,
+                detail=f"paused for {wait:.0f}s more",
+            ), None
         return self._run_step(step, ChainStep(provider=provider.name), provider, prompt)
 
+    def close(self) -> None:
+        """Close every provider of the chain (idempotent, like ``Provider.close``)."""
+        for provider in self.providers.values():
+            provider.close()
+
     def outage_summary(self) -> str | None:
-        """"no provider answered: fast: HTTP 500: ...; strong: ..." when the latest call to every provider of the
+        """ "no provider answered: fast: HTTP 500: ...; strong: ..." when the latest call to every provider of the
         chain failed (unavailable or refused), else None. For the cycle line and `crmsync score`'s summary."""
         names = list(dict.fromkeys(step.provider for step in self.steps))
         causes = [self._last_failure.get(n) for n in names]
@@ -138,11 +173,12 @@ class Chain:
         """The one stop-or-escalate rule: go on when this step was unsure and a next step exists."""
         return step.escalate_below is not None and (hop.confidence or 0.0) < step.escalate_below and i + 1 < len(self.steps)
 
-    def _run_step(self, i: int, step: ChainStep, provider: Provider, prompt: Prompt) -> tuple[Hop, ModelAnswer | None]:
+    def _run_step(
+        self, i: int, step: ChainStep, provider: Provider, prompt: Prompt, repair: Repair | None = None
+    ) -> tuple[Hop, ModelAnswer | None]:
         usage = Usage()
-        attempts = 0
+        attempts = 1 if repair else 0  # a repair handed in is the step's repair attempt (its first answer came by batch)
         started = time.monotonic()
-        repair: Repair | None = None
         outcome, detail, reply = HopOutcome.invalid, "", None
         while True:
             attempts += 1
@@ -190,7 +226,14 @@ class Chain:
             return hop, None
         answer = reply.answer
         conf = answer.confidence if reply.logprob_confidence is None else min(answer.confidence, reply.logprob_confidence)
-        hop = hop.model_copy(update={"score": answer.score, "confidence": round(conf, 4), "stated_confidence": answer.confidence, "logprob_confidence": reply.logprob_confidence})
+        hop = hop.model_copy(
+            update={
+                "score": answer.score,
+                "confidence": round(conf, 4),
+                "stated_confidence": answer.confidence,
+                "logprob_confidence": reply.logprob_confidence,
+            }
+        )
         return hop, answer
 
     def _answered(self, name: str) -> None:
@@ -198,7 +241,7 @@ class Chain:
         self.cooldowns.succeeded(name)
 
     def _decide(self, rubric: Rubric, hops: list[Hop], valid: list[_Valid], suspicious: bool) -> ScoreResult:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if not valid:
             answered = any(h.outcome == HopOutcome.invalid for h in hops)
             return ScoreResult(

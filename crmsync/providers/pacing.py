@@ -15,19 +15,20 @@ One ``Pacer`` per provider, three mechanisms:
    scorer's workers) until a 429; then the window halves, at most once per round trip, and every window's worth
    of answers adds one back, up to the most workers ever seen at once (the ``[scoring] concurrency`` in use).
 
-The clock and sleep are injected so tests can drive it with a fake clock.
+The clock (``crmsync.support.Clock``) is injected so tests can drive it with a fake one.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyrate_limiter import Duration, Rate, RateItem, StateBucket, TokenBucket
+
+from ..support import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def seconds_until(text: str | None, now: datetime | None = None) -> float | None
     except ValueError:
         return None
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
-    return max(0.0, (at - (now or datetime.now(timezone.utc))).total_seconds())
+        at = at.replace(tzinfo=UTC)
+    return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
 
 
 def header_int(headers: object, name: str) -> int | None:
@@ -140,13 +141,12 @@ class Pacer:
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
         max_gate_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.max_gate_s = max_gate_s
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = clock.monotonic
+        self._sleep = clock.sleep
         self._lock = threading.Lock()
         self._bucket_lock = threading.Lock()
         self._gate = -math.inf  # no request starts before this (our clock)

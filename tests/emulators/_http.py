@@ -4,18 +4,29 @@
 background thread, recording every request it receives and answering with scripted behaviours
 (see ``behaviours.py``). Vendor protocols live in ``openai_api.py`` and ``anthropic_api.py``.
 """
+
 from __future__ import annotations
 
 import json
 import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .behaviours import (
-    LN_09, Behaviour, RuleFn, _coerce, answer, content_text, default_rule, extract_lead, new_id, ntokens,
+    LN_09,
+    Behaviour,
+    RuleFn,
+    _coerce,
+    answer,
+    content_text,
+    default_rule,
+    extract_lead,
+    new_id,
+    ntokens,
 )
 from .ratelimit import ServerLimit
 
@@ -51,6 +62,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    emulator: BaseEmulator  # set by BaseEmulator.start(): the handler threads reach their emulator through it
 
     def handle_error(self, request, client_address):  # silence broken pipes etc.
         pass
@@ -60,6 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "llm-emulator"
     sys_version = ""
+    server: _Server
 
     def log_message(self, *args):  # quiet
         pass
@@ -116,9 +129,17 @@ class BaseEmulator:
     default_api_key = "sk-test-emulator"
     _rid_prefix = "req_"
 
-    def __init__(self, api_key: str | None = None, *, requests_per_minute: int | None = None,
-                 tokens_per_minute: int | None = None, limit_window_s: float = 1.0):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        limit_window_s: float = 1.0,
+    ):
         self.api_key = api_key or self.default_api_key
+        self.known_models: set[str] | None = None  # GET /v1/models/{id}: None = every model exists, else 404 for others
+        self.model_lookups: list[RecordedRequest] = []  # those GETs (free: not in ``requests``)
         self.default: RuleFn = default_rule
         self.requests: list[RecordedRequest] = []
         self.errors: list[BaseException] = []  # exceptions raised inside the emulator (bugs, bad rules)
@@ -131,11 +152,16 @@ class BaseEmulator:
         self._tls = threading.local()
         self.request_limit: ServerLimit | None = None
         self.token_limit: ServerLimit | None = None
-        self.limit(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
-                   window_s=limit_window_s)
+        self.limit(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute, window_s=limit_window_s)
 
-    def limit(self, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
-              window_s: float = 1.0, tokens_window_s: float = 60.0) -> "BaseEmulator":
+    def limit(
+        self,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        window_s: float = 1.0,
+        tokens_window_s: float = 60.0,
+    ) -> BaseEmulator:
         """Enforce rate limits like the real API (see ``ratelimit.py``): over the limit, requests get the
         vendor's 429 with Retry-After; every response carries the vendor's rate-limit headers. ``None`` = no
         limit (static headers, nothing enforced)."""
@@ -149,13 +175,14 @@ class BaseEmulator:
             return sum(1 for r in self.requests if r.limited)
 
     # ---- lifecycle
-    def start(self) -> "BaseEmulator":
+    def start(self) -> BaseEmulator:
         if self._server is None:
             self._closing.clear()
             self._server = _Server(("127.0.0.1", 0), _Handler)
             self._server.emulator = self
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                            name=f"{type(self).__name__}-{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"{type(self).__name__}-{self.port}", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -194,7 +221,7 @@ class BaseEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     # ---- scripting
-    def script(self, model: str, *behaviours: Behaviour | dict) -> "BaseEmulator":
+    def script(self, model: str, *behaviours: Behaviour | dict) -> BaseEmulator:
         """Requests for ``model`` consume ``behaviours`` in order; the last one repeats forever.
         ``model="*"`` scripts every model that has no script of its own."""
         if not behaviours:
@@ -234,21 +261,25 @@ class BaseEmulator:
         return self._tls.rid
 
     def _handle(self, h: _Handler) -> None:
+        if h.command == "GET" and (h.path.split("?")[0] == "/v1/models" or h.path.startswith("/v1/models/")):
+            return self._get_model(h)
         self._tls.rid = None
         length = int(h.headers.get("Content-Length") or 0)
         raw_body = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
+        body: Any  # the JSON request, or the raw text when it is not JSON (the precheck refuses that)
         try:
             body = json.loads(raw_body) if raw_body else None
             parse_ok = True
         except ValueError:
             body, parse_ok = raw_body.decode("utf-8", "replace"), False
         auth_ok = self._auth_ok(headers)
-        rec = RecordedRequest(h.command, h.path.split("?")[0],
-                              {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()},
-                              body, auth_ok)
+        rec = RecordedRequest(
+            h.command, h.path.split("?")[0], {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()}, body, auth_ok
+        )
         with self._lock:
             self.requests.append(rec)
+
         def reply(status: int, obj: Any, extra: dict | None = None) -> None:
             rec.status = status
             h.send_json(status, obj, {**self._headers(), **(extra or {})})
@@ -271,6 +302,7 @@ class BaseEmulator:
         if b.kind == "drop":
             return h.drop()
         if b.kind == "error":
+            assert b.status is not None  # error() always sets it
             err = b.body if b.body is not None else self._error_body(b.status, body)
             return reply(b.status, err, b.headers)
         if b.kind == "rule":
@@ -292,7 +324,29 @@ class BaseEmulator:
                 return self._rate_limit_error("tokens", self.token_limit, n, wait, body)
         return None
 
+    def _get_model(self, h: _Handler) -> None:
+        """``GET /v1/models/{id}`` and ``GET /v1/models`` (both vendors have them; crmsync's ``check()`` calls them),
+        answered by the vendor's ``_model_info`` (``model`` None: the list). ``known_models`` = None: every model
+        exists. Kept in ``model_lookups``, not ``requests``: a lookup costs nothing, and tests count ``requests`` as
+        what was paid for."""
+        self._tls.rid = None
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        path = h.path.split("?")[0]
+        rec = RecordedRequest(
+            h.command, path, {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()}, None, self._auth_ok(headers)
+        )
+        with self._lock:
+            self.model_lookups.append(rec)
+        model = urllib.parse.unquote(path[len("/v1/models/") :]) if path.startswith("/v1/models/") else None
+        status, obj = self._model_info(rec, headers, model)
+        rec.status = status
+        h.send_json(status, obj, self._headers())
+        rec.done = time.monotonic()
+
     # ---- vendor hooks
+    def _model_info(self, rec: RecordedRequest, headers: dict, model: str | None) -> tuple[int, dict]:
+        raise NotImplementedError
+
     def _auth_ok(self, headers: dict) -> bool:
         raise NotImplementedError
 
@@ -305,8 +359,7 @@ class BaseEmulator:
     def _error_body(self, status: int, body: dict) -> dict:
         raise NotImplementedError
 
-    def _rate_limit_error(self, kind: str, limit: ServerLimit, requested: float, wait_s: float,
-                          body: dict) -> tuple[dict, dict]:
+    def _rate_limit_error(self, kind: str, limit: ServerLimit, requested: float, wait_s: float, body: dict) -> tuple[dict, dict]:
         raise NotImplementedError
 
     def _success(self, body: dict, b: Behaviour) -> dict:

@@ -1,9 +1,9 @@
 """Local emulator of the Anthropic Messages API (``POST /v1/messages``)."""
+
 from __future__ import annotations
 
 import hashlib
 import json
-
 import math
 
 from ._http import BaseEmulator
@@ -13,14 +13,19 @@ from .ratelimit import ServerLimit, rfc3339_in
 _ERRORS = {
     400: ("invalid_request_error", "Invalid request"),
     401: ("authentication_error", "invalid x-api-key"),
-    402: ("billing_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
-                           "Billing to upgrade or purchase credits."),
+    402: (
+        "billing_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+    ),
     403: ("permission_error", "Your API key does not have permission to use the specified resource."),
     404: ("not_found_error", "Not found"),
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    429: ("rate_limit_error", "This request would exceed the rate limit for your organization of 50 requests per "
-                              "minute. Please reduce the prompt length or the maximum tokens requested, or try "
-                              "again later."),
+    429: (
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization of 50 requests per "
+        "minute. Please reduce the prompt length or the maximum tokens requested, or try "
+        "again later.",
+    ),
     500: ("api_error", "Internal server error"),
     503: ("api_error", "Service unavailable"),
     504: ("timeout_error", "Request timed out"),
@@ -62,8 +67,7 @@ class AnthropicEmulator(BaseEmulator):
     default_api_key = "sk-ant-test-emulator"
     _rid_prefix = "req_011C"
 
-    def __init__(self, api_key: str | None = None, *, min_cacheable: int = 1024, accept_bearer: bool = True,
-                 **limits):
+    def __init__(self, api_key: str | None = None, *, min_cacheable: int = 1024, accept_bearer: bool = True, **limits):
         super().__init__(api_key, **limits)
         self.min_cacheable = min_cacheable
         self.accept_bearer = accept_bearer
@@ -83,19 +87,25 @@ class AnthropicEmulator(BaseEmulator):
 
     def _headers(self) -> dict:
         tokens = _limit_headers("tokens", self.token_limit, ("2000000", "1999000"))
-        return {"request-id": self._rid(), "anthropic-organization-id": self.ORG,
-                **_limit_headers("requests", self.request_limit, ("4000", "3999")), **tokens,
-                **{k.replace("-tokens-", "-input-tokens-"): v for k, v in tokens.items()}}
+        return {
+            "request-id": self._rid(),
+            "anthropic-organization-id": self.ORG,
+            **_limit_headers("requests", self.request_limit, ("4000", "3999")),
+            **tokens,
+            **{k.replace("-tokens-", "-input-tokens-"): v for k, v in tokens.items()},
+        }
 
     def _rate_limit_error(self, kind, limit, requested, wait_s, body):
         unit = "requests" if kind == "requests" else "input tokens"
-        err = self._err("rate_limit_error",
-                        f"This request would exceed the rate limit for your organization ({self.ORG}) of "
-                        f"{limit.per_minute:,} {unit} per minute. For details, refer to: "
-                        "https://docs.claude.com/en/api/rate-limits. You can see the response headers for current "
-                        "usage. Please reduce the prompt length or the maximum tokens requested, or try again "
-                        "later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss "
-                        "your options for a rate limit increase.")
+        err = self._err(
+            "rate_limit_error",
+            f"This request would exceed the rate limit for your organization ({self.ORG}) of "
+            f"{limit.per_minute:,} {unit} per minute. For details, refer to: "
+            "https://docs.claude.com/en/api/rate-limits. You can see the response headers for current "
+            "usage. Please reduce the prompt length or the maximum tokens requested, or try again "
+            "later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss "
+            "your options for a rate limit increase.",
+        )
         return err, {"retry-after": str(max(1, math.ceil(wait_s)))}
 
     def _err(self, type_: str, message: str) -> dict:
@@ -104,12 +114,38 @@ class AnthropicEmulator(BaseEmulator):
     def _bad(self, message: str) -> tuple[int, dict]:
         return 400, self._err("invalid_request_error", message)
 
-    def _precheck(self, h, rec, headers, parse_ok):
+    def _model_info(self, rec, headers, model):
+        """``GET /v1/models/{model_id}`` (an id or an alias): the ModelInfo object (type "model", id,
+        display_name, created_at), or a 404 ``not_found_error``."""
+        if (failure := self._auth_failure(rec, headers)) is not None:
+            return failure
+        if not headers.get("anthropic-version"):
+            return self._bad("anthropic-version: header is required")
+        if model is None:  # GET /v1/models: one page holds them all here
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in sorted(self.known_models or ())
+            ]
+            return 200, {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        if self.known_models is not None and model not in self.known_models:
+            return 404, self._err("not_found_error", f"model: {model}")
+        return 200, {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
+
+    def _auth_failure(self, rec, headers):
         has_key = bool(headers.get("x-api-key")) or (self.accept_bearer and bool(headers.get("authorization")))
         if not has_key:
             return 401, self._err("authentication_error", "x-api-key header is required")
         if not rec.auth_ok:
             return 401, self._err("authentication_error", "invalid x-api-key")
+        return None
+
+    def _precheck(self, h, rec, headers, parse_ok):
+        if (failure := self._auth_failure(rec, headers)) is not None:
+            return failure
         if rec.method != "POST" or rec.path != self.path:
             return 404, self._err("not_found_error", "Not Found")
         if not headers.get("anthropic-version"):
@@ -136,14 +172,17 @@ class AnthropicEmulator(BaseEmulator):
         for i, m in enumerate(msgs):
             role = m.get("role") if isinstance(m, dict) else None
             if role == "system":
-                return self._bad('messages: Unexpected role "system". The Messages API accepts a top-level '
-                                 '`system` parameter, not "system" as an input message role.')
+                return self._bad(
+                    'messages: Unexpected role "system". The Messages API accepts a top-level '
+                    '`system` parameter, not "system" as an input message role.'
+                )
             if role not in ("user", "assistant") or "content" not in m:
                 return self._bad(f"messages.{i}: Input should be a valid message with role 'user' or 'assistant'")
         system = body.get("system")
         if system is not None and not isinstance(system, str):
             if not isinstance(system, list) or not all(
-                    isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str) for b in system):
+                isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str) for b in system
+            ):
                 return self._bad("system: Input should be a valid string or a list of text blocks")
         breakpoints = [cc for _, cc in self._segments(body) if cc is not None]
         if len(breakpoints) > 4:
@@ -188,8 +227,7 @@ class AnthropicEmulator(BaseEmulator):
         if tc is None:
             return None
         if not isinstance(tc, dict) or tc.get("type") not in ("auto", "any", "tool", "none"):
-            return self._bad("tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', "
-                             "'tool', 'none'")
+            return self._bad("tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'")
         if tc["type"] == "tool":
             if not tc.get("name"):
                 return self._bad("tool_choice.tool.name: Field required")
@@ -216,8 +254,7 @@ class AnthropicEmulator(BaseEmulator):
         segs: list[tuple[str, dict | None]] = []
         for t in body.get("tools") or []:
             if isinstance(t, dict):
-                segs.append((json.dumps({k: v for k, v in t.items() if k != "cache_control"}, sort_keys=True),
-                             t.get("cache_control")))
+                segs.append((json.dumps({k: v for k, v in t.items() if k != "cache_control"}, sort_keys=True), t.get("cache_control")))
         system = body.get("system")
         if isinstance(system, str):
             segs.append((system, None))
@@ -228,8 +265,7 @@ class AnthropicEmulator(BaseEmulator):
                 continue
             c = m.get("content")
             if isinstance(c, list):
-                segs += [(f"{m.get('role')}: {content_text([b])}", b.get("cache_control") if isinstance(b, dict)
-                          else None) for b in c]
+                segs += [(f"{m.get('role')}: {content_text([b])}", b.get("cache_control") if isinstance(b, dict) else None) for b in c]
             else:
                 segs.append((f"{m.get('role')}: {content_text(c)}", None))
         if isinstance(body.get("cache_control"), dict) and segs:  # automatic caching: up to the last block
@@ -258,8 +294,10 @@ class AnthropicEmulator(BaseEmulator):
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": creation,
             "cache_read_input_tokens": read,
-            "cache_creation": {"ephemeral_5m_input_tokens": creation if ttl == "5m" else 0,
-                               "ephemeral_1h_input_tokens": creation if ttl == "1h" else 0},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": creation if ttl == "5m" else 0,
+                "ephemeral_1h_input_tokens": creation if ttl == "1h" else 0,
+            },
             "service_tier": "standard",
         }
 
@@ -279,6 +317,7 @@ class AnthropicEmulator(BaseEmulator):
         stop, details, content, out_tokens = "end_turn", None, [], 0
         obj = b.obj if b.kind == "answer" else None
         if b.kind == "raw" and tool:
+            assert b.text is not None  # raw() always sets it
             try:
                 parsed = json.loads(b.text)
                 obj = parsed if isinstance(parsed, dict) else None
@@ -288,20 +327,26 @@ class AnthropicEmulator(BaseEmulator):
             content = [{"type": "tool_use", "id": new_id("toolu_01", 22), "name": tool, "input": obj}]
             stop, out_tokens = "tool_use", ntokens(json.dumps(obj))
         elif b.kind in ("answer", "raw"):
-            text = answer_text(obj)[0] if obj is not None else b.text
+            text = answer_text(obj)[0] if obj is not None else b.text or ""
             if ntokens(text) > max_tokens:  # cut by the token limit, like the real model
                 text, stop = text[: max_tokens * 4], "max_tokens"
             content = [{"type": "text", "text": text}]
             out_tokens = ntokens(text)
         elif b.kind == "truncated":
-            content = [{"type": "text", "text": b.text}]
+            content = [{"type": "text", "text": b.text or ""}]
             stop, out_tokens = "max_tokens", max_tokens
         elif b.kind == "refusal":
             stop = "refusal"
             details = {"type": "refusal", "category": b.category, "explanation": b.text}
         return {
-            "id": new_id("msg_01", 22), "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": stop, "stop_sequence": None, "stop_details": details,
+            "id": new_id("msg_01", 22),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "stop_details": details,
             "usage": self._usage(body, out_tokens),
         }
 
@@ -311,5 +356,8 @@ def _limit_headers(kind: str, limit: ServerLimit | None, static: tuple[str, str]
         lim, remaining, reset = static[0], static[1], rfc3339_in(0)
     else:
         lim, remaining, reset = str(limit.per_minute), str(limit.remaining()), rfc3339_in(limit.reset_s())
-    return {f"anthropic-ratelimit-{kind}-limit": lim, f"anthropic-ratelimit-{kind}-remaining": remaining,
-            f"anthropic-ratelimit-{kind}-reset": reset}
+    return {
+        f"anthropic-ratelimit-{kind}-limit": lim,
+        f"anthropic-ratelimit-{kind}-remaining": remaining,
+        f"anthropic-ratelimit-{kind}-reset": reset,
+    }

@@ -1,13 +1,15 @@
 """Scripted behaviours, the deterministic ``default_rule`` lead scorer and token helpers
 shared by the LLM API emulators (stdlib only)."""
+
 from __future__ import annotations
 
 import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 LN_09 = math.log(0.9)
 LN_099 = math.log(0.99)
@@ -28,7 +30,7 @@ class Behaviour:
     body: dict | None = None
     headers: dict = field(default_factory=dict)
     seconds: float = 0.0
-    then: "Behaviour | None" = None
+    then: Behaviour | None = None
     fn: RuleFn | None = None
     category: str | None = None
 
@@ -46,8 +48,14 @@ def raw(text: str) -> Behaviour:
     return Behaviour("raw", text=text)
 
 
-def error(status: int, *, retry_after: float | None = None, retry_after_ms: int | None = None,
-          body: dict | None = None, should_retry: bool | None = None) -> Behaviour:
+def error(
+    status: int,
+    *,
+    retry_after: float | None = None,
+    retry_after_ms: int | None = None,
+    body: dict | None = None,
+    should_retry: bool | None = None,
+) -> Behaviour:
     """HTTP error with a vendor-shaped body (or ``body`` verbatim) and optional retry headers."""
     headers: dict[str, str] = {}
     if retry_after is not None:
@@ -99,7 +107,9 @@ _SOURCE = re.compile(r"referral|demo|partner|webinar", re.IGNORECASE)
 _JUNK = re.compile(r"\b(student|test|homework|job|career)", re.IGNORECASE)
 _INJECTION = re.compile(
     r"ignore\s+(?:(?:all|the|previous|prior|your|any)\s+)*(?:rules|instructions)"
-    r"|score\s+(?:this|me|it)(?:\s+lead)?\s+(?:as\s+|a\s+)?100", re.IGNORECASE)
+    r"|score\s+(?:this|me|it)(?:\s+lead)?\s+(?:as\s+|a\s+)?100",
+    re.IGNORECASE,
+)
 CHECKED_FIELDS = ("monthly_orders", "employees", "industry")
 
 
@@ -191,8 +201,7 @@ def split_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
-def logprob_entries(text: str, hot_span: tuple[int, int] | None, hot_logprob: float,
-                    top: int = 0) -> list[dict]:
+def logprob_entries(text: str, hot_span: tuple[int, int] | None, hot_logprob: float, top: int = 0) -> list[dict]:
     """OpenAI ``logprobs.content`` entries covering ``text``; tokens inside ``hot_span`` get
     ``hot_logprob``, the rest ln(0.99)."""
     pieces = [(text, False)]

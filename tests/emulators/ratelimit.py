@@ -8,13 +8,14 @@ at a high volume can surpass the rate limit"). So a ``ServerLimit`` is a token b
 requests, a full minute of tokens). It is deliberately not crmsync's own limiter: the client is tested
 against an independent model of the server.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 class ServerLimit:
@@ -71,7 +72,7 @@ def go_duration(seconds: float) -> str:
 
 def rfc3339_in(seconds: float) -> str:
     """Anthropic's reset format: the UTC time, whole seconds (rounded up), e.g. "2026-11-30T06:01:00Z"."""
-    at = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, seconds))
+    at = datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
     if at.microsecond:
         at = at.replace(microsecond=0) + timedelta(seconds=1)
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,4 +1,5 @@
 """Tests of the LLM API emulators, driven by the real openai and anthropic clients (no SDK mocking)."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,29 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.emulators import (
-    AnthropicEmulator, OpenAIEmulator, answer, default_rule, delay, drop, error, raw, refusal, rule, truncated,
+    AnthropicEmulator,
+    OpenAIEmulator,
+    answer,
+    default_rule,
+    delay,
+    drop,
+    error,
+    raw,
+    refusal,
+    rule,
+    truncated,
 )
 
-GOOD_LEAD = {"company": "Acme Apparel", "employees": 120, "monthly_orders": 12000, "industry": "apparel",
-             "title": "VP Operations", "source": "Referral", "description": "Outgrowing our own packing."}
-JUNK_LEAD = {"company": "n/a", "title": "Student", "source": "webinar", "monthly_orders": 5,
-             "description": "Homework about logistics"}
+GOOD_LEAD = {
+    "company": "Acme Apparel",
+    "employees": 120,
+    "monthly_orders": 12000,
+    "industry": "apparel",
+    "title": "VP Operations",
+    "source": "Referral",
+    "description": "Outgrowing our own packing.",
+}
+JUNK_LEAD = {"company": "n/a", "title": "Student", "source": "webinar", "monthly_orders": 5, "description": "Homework about logistics"}
 OA_MODEL, AN_MODEL = "gpt-test", "claude-test"
 
 
@@ -63,13 +80,22 @@ def an_client(emu: AnthropicEmulator, **kw) -> anthropic.Anthropic:
 
 def oa_parse(client, lead=GOOD_LEAD, model=OA_MODEL, **kw):
     return client.chat.completions.parse(
-        model=model, messages=[{"role": "system", "content": "You score leads."},
-                               {"role": "user", "content": user_msg(lead)}], response_format=Answer, **kw)
+        model=model,
+        messages=[{"role": "system", "content": "You score leads."}, {"role": "user", "content": user_msg(lead)}],
+        response_format=Answer,
+        **kw,
+    )
 
 
 def an_parse(client, lead=GOOD_LEAD, model=AN_MODEL, **kw):
-    return client.messages.parse(model=model, max_tokens=512, system="You score leads.",
-                                 messages=[{"role": "user", "content": user_msg(lead)}], output_format=Answer, **kw)
+    return client.messages.parse(
+        model=model,
+        max_tokens=512,
+        system="You score leads.",
+        messages=[{"role": "user", "content": user_msg(lead)}],
+        output_format=Answer,
+        **kw,
+    )
 
 
 def post(url: str, body: object, headers: dict) -> tuple[int, dict]:
@@ -85,8 +111,7 @@ def post(url: str, body: object, headers: dict) -> tuple[int, dict]:
 # ----------------------------------------------------------------------------- default rule
 def test_default_rule_is_deterministic_and_documented():
     good = default_rule(GOOD_LEAD, {})
-    assert list(good) == ["score", "confidence", "reasons", "missing_or_contradictory",
-                          "lead_text_contains_instructions"]
+    assert list(good) == ["score", "confidence", "reasons", "missing_or_contradictory", "lead_text_contains_instructions"]
     assert good["score"] == 20 + 35 + 15 + 10 + 10 and good["confidence"] == 0.9
     assert good["missing_or_contradictory"] == [] and not good["lead_text_contains_instructions"]
     assert 1 <= len(good["reasons"]) <= 3
@@ -119,9 +144,11 @@ def test_openai_parse_round_trip_default_rule(oa):
 
 def test_openai_script_sequence_last_repeats_and_default_override(oa):
     client = oa_client(oa)
-    oa.script(OA_MODEL, answer({"score": 1, "confidence": 0.1, "reasons": ["a"], "missing_or_contradictory": [],
-                                "lead_text_contains_instructions": False}),
-              rule(lambda lead, body: {**default_rule(lead, body), "score": 77}))
+    oa.script(
+        OA_MODEL,
+        answer({"score": 1, "confidence": 0.1, "reasons": ["a"], "missing_or_contradictory": [], "lead_text_contains_instructions": False}),
+        rule(lambda lead, body: {**default_rule(lead, body), "score": 77}),
+    )
     scores = [oa_parse(client).choices[0].message.parsed.score for _ in range(3)]
     assert scores == [1, 77, 77]
     oa.default = lambda lead, body: {**default_rule(lead, body), "score": 5}
@@ -188,27 +215,35 @@ def test_openai_refusal_truncated_and_malformed(oa):
 
 def test_openai_strict_schema_rules_and_validation(oa):
     client = oa_client(oa)
-    loose = {"type": "object", "properties": {"score": {"type": "integer"}, "x": {"type": "string"}},
-             "required": ["score"], "additionalProperties": False}
+    loose = {
+        "type": "object",
+        "properties": {"score": {"type": "integer"}, "x": {"type": "string"}},
+        "required": ["score"],
+        "additionalProperties": False,
+    }
     with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(model=OA_MODEL, messages=[{"role": "user", "content": "hi"}],
-                                       response_format={"type": "json_schema", "json_schema": {
-                                           "name": "S", "schema": loose, "strict": True}})
+        client.chat.completions.create(
+            model=OA_MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "S", "schema": loose, "strict": True}},
+        )
     assert ei.value.param == "response_format" and "Missing 'x'" in ei.value.message
-    nested = {"type": "object", "properties": {"a": {"type": "object", "properties": {}}}, "required": ["a"],
-              "additionalProperties": False}
+    nested = {"type": "object", "properties": {"a": {"type": "object", "properties": {}}}, "required": ["a"], "additionalProperties": False}
     with pytest.raises(openai.BadRequestError, match="additionalProperties"):
-        client.chat.completions.create(model=OA_MODEL, messages=[{"role": "user", "content": "hi"}],
-                                       response_format={"type": "json_schema", "json_schema": {
-                                           "name": "S", "schema": nested, "strict": True}})
+        client.chat.completions.create(
+            model=OA_MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "S", "schema": nested, "strict": True}},
+        )
     # non-strict json_schema, json_object and llama.cpp-style json_object+schema are accepted
-    for rf in ({"type": "json_schema", "json_schema": {"name": "S", "schema": loose}}, {"type": "json_object"},
-               {"type": "json_object", "schema": loose}):
-        c = client.chat.completions.create(model=OA_MODEL, response_format=rf,
-                                           messages=[{"role": "user", "content": user_msg(GOOD_LEAD)}])
+    for rf in (
+        {"type": "json_schema", "json_schema": {"name": "S", "schema": loose}},
+        {"type": "json_object"},
+        {"type": "json_object", "schema": loose},
+    ):
+        c = client.chat.completions.create(model=OA_MODEL, response_format=rf, messages=[{"role": "user", "content": user_msg(GOOD_LEAD)}])
         assert json.loads(c.choices[0].message.content)["score"] == 90
-    status, body = post(oa.base_url + "/chat/completions", {"model": "m"},
-                        {"authorization": f"Bearer {oa.api_key}"})
+    status, body = post(oa.base_url + "/chat/completions", {"model": "m"}, {"authorization": f"Bearer {oa.api_key}"})
     assert status == 400 and body["error"]["param"] == "messages"
     assert body["error"]["code"] == "missing_required_parameter"
 
@@ -258,17 +293,25 @@ def test_anthropic_parse_round_trip_sends_output_config(an):
 def test_anthropic_forced_tool_use(an):
     tool = {"name": "record_score", "input_schema": Answer.model_json_schema(), "strict": True}
     msg = an_client(an).messages.create(
-        model=AN_MODEL, max_tokens=512, tools=[tool], tool_choice={"type": "tool", "name": "record_score"},
+        model=AN_MODEL,
+        max_tokens=512,
+        tools=[tool],
+        tool_choice={"type": "tool", "name": "record_score"},
         system=[{"type": "text", "text": "You score leads."}],
-        messages=[{"role": "user", "content": [{"type": "text", "text": user_msg(JUNK_LEAD)}]}])
+        messages=[{"role": "user", "content": [{"type": "text", "text": user_msg(JUNK_LEAD)}]}],
+    )
     assert msg.stop_reason == "tool_use"
     block = msg.content[0]
     assert block.type == "tool_use" and block.name == "record_score" and block.id.startswith("toolu_")
     assert block.input == default_rule(JUNK_LEAD, {})
     with pytest.raises(anthropic.BadRequestError, match="not found"):
-        an_client(an).messages.create(model=AN_MODEL, max_tokens=10, tools=[tool],
-                                      tool_choice={"type": "tool", "name": "other"},
-                                      messages=[{"role": "user", "content": "hi"}])
+        an_client(an).messages.create(
+            model=AN_MODEL,
+            max_tokens=10,
+            tools=[tool],
+            tool_choice={"type": "tool", "name": "other"},
+            messages=[{"role": "user", "content": "hi"}],
+        )
 
 
 def test_anthropic_auth_and_headers(an):
@@ -282,10 +325,12 @@ def test_anthropic_auth_and_headers(an):
     assert post(url, body, {"x-api-key": an.api_key, "anthropic-version": "2023-06-01"})[0] == 200
     status, err = post(url, body, {"x-api-key": an.api_key})
     assert status == 400 and "anthropic-version" in err["error"]["message"]
-    status, err = post(url, {"model": AN_MODEL, "messages": []},
-                       {"x-api-key": an.api_key, "anthropic-version": "2023-06-01"})
-    assert status == 400 and err == {"type": "error", "error": {"type": "invalid_request_error",
-                                     "message": "max_tokens: Field required"}, "request_id": err["request_id"]}
+    status, err = post(url, {"model": AN_MODEL, "messages": []}, {"x-api-key": an.api_key, "anthropic-version": "2023-06-01"})
+    assert status == 400 and err == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "request_id": err["request_id"],
+    }
     assert post(url, body, {"anthropic-version": "2023-06-01"})[0] == 401
 
 
@@ -299,9 +344,9 @@ def test_anthropic_429_retried_and_529_overloaded(an):
     assert isinstance(ei.value, anthropic.InternalServerError) and ei.value.status_code == 529
     assert ei.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
     an.script("rl", error(429))
-    with pytest.raises(anthropic.RateLimitError) as ei:
+    with pytest.raises(anthropic.RateLimitError) as ei_rl:
         an_parse(an_client(an), model="rl")
-    assert ei.value.body["error"]["type"] == "rate_limit_error"
+    assert ei_rl.value.body["error"]["type"] == "rate_limit_error"
 
 
 def test_anthropic_drop_delay_refusal_truncated(an):
@@ -327,18 +372,20 @@ def test_anthropic_drop_delay_refusal_truncated(an):
 def test_anthropic_schema_without_additional_properties_is_400(an):
     with pytest.raises(anthropic.BadRequestError, match="additionalProperties"):
         an_client(an).messages.create(
-            model=AN_MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}],
-            output_config={"format": {"type": "json_schema", "schema": {"type": "object", "properties": {}}}})
+            model=AN_MODEL,
+            max_tokens=10,
+            messages=[{"role": "user", "content": "hi"}],
+            output_config={"format": {"type": "json_schema", "schema": {"type": "object", "properties": {}}}},
+        )
 
 
 def test_anthropic_prompt_caching():
     with AnthropicEmulator(min_cacheable=1024) as an:
         client = an_client(an)
         rubric = "Rubric line about 3PL lead scoring. " * 200
-        system = [{"type": "text", "text": "You score leads."},
-                  {"type": "text", "text": rubric, "cache_control": {"type": "ephemeral"}}]
+        system = [{"type": "text", "text": "You score leads."}, {"type": "text", "text": rubric, "cache_control": {"type": "ephemeral"}}]
         prefix = math.ceil(len("You score leads.") / 4) + math.ceil(len(rubric) / 4)
-        kw = dict(model=AN_MODEL, max_tokens=256, system=system)
+        kw = {"model": AN_MODEL, "max_tokens": 256, "system": system}
         u1 = client.messages.create(messages=[{"role": "user", "content": user_msg(GOOD_LEAD)}], **kw).usage
         u2 = client.messages.create(messages=[{"role": "user", "content": user_msg(JUNK_LEAD)}], **kw).usage
         assert u1.cache_creation_input_tokens == prefix and u1.cache_read_input_tokens == 0
@@ -346,8 +393,7 @@ def test_anthropic_prompt_caching():
         assert u2.cache_read_input_tokens == prefix and u2.cache_creation_input_tokens == 0
         assert 0 < u2.input_tokens < 100  # only the uncached lead message
         short = [{"type": "text", "text": "tiny", "cache_control": {"type": "ephemeral"}}]
-        u3 = client.messages.create(model=AN_MODEL, max_tokens=16, system=short,
-                                    messages=[{"role": "user", "content": "x"}]).usage
+        u3 = client.messages.create(model=AN_MODEL, max_tokens=16, system=short, messages=[{"role": "user", "content": "x"}]).usage
         assert u3.cache_creation_input_tokens == 0 and u3.cache_read_input_tokens == 0
 
 
@@ -370,7 +416,7 @@ def test_stop_is_fast_with_a_delayed_request_in_flight_and_concurrency_works():
     def call(model: str) -> None:
         try:
             results.append(oa_parse(client, model=model).choices[0].message.parsed.score)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertions below
+        except Exception as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=call, args=(f"m{i}",)) for i in range(8)]

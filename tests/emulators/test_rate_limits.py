@@ -1,4 +1,5 @@
 """The emulators' rate limits, through the real SDKs: what a client over the limit sees, and the headers."""
+
 from __future__ import annotations
 
 import time
@@ -40,13 +41,15 @@ def test_openai_over_the_limit_gets_the_documented_429():
             client.chat.completions.create(model="m", messages=MSG)
         err = info.value
         assert err.code == "rate_limit_exceeded" and err.type == "requests"
-        assert err.body["message"].startswith("Rate limit reached for m in organization org-emulator on requests per min "
-                                              "(RPM): Limit 60, Used 60, Requested 1. Please try again in ")
+        assert err.body["message"].startswith(
+            "Rate limit reached for m in organization org-emulator on requests per min "
+            "(RPM): Limit 60, Used 60, Requested 1. Please try again in "
+        )
         assert err.response.headers["retry-after"] == "1" and 900 <= int(err.response.headers["retry-after-ms"]) <= 1000
         assert err.response.headers["x-ratelimit-remaining-requests"] == "0"
         time.sleep(int(err.response.headers["retry-after-ms"]) / 1000)
         # the refused request used up no scripted behaviour: the next answer is the second one
-        assert '"score": 2' in client.chat.completions.create(model="m", messages=MSG).choices[0].message.content
+        assert '"score": 2' in (client.chat.completions.create(model="m", messages=MSG).choices[0].message.content or "")
         assert emu.rate_limited_count() == 1 and [r.status for r in emu.requests] == [200, 429, 200]
 
 
@@ -71,8 +74,10 @@ def test_anthropic_over_the_limit_gets_rate_limit_error_and_whole_second_retry_a
             client.messages.create(model="m", max_tokens=10, messages=MSG)
         err = info.value
         assert err.body["type"] == "error" and err.body["error"]["type"] == "rate_limit_error"
-        assert err.body["error"]["message"].startswith("This request would exceed the rate limit for your organization "
-                                                       "(00000000-0000-4000-8000-emulator0000) of 30 requests per minute.")
+        assert err.body["error"]["message"].startswith(
+            "This request would exceed the rate limit for your organization "
+            "(00000000-0000-4000-8000-emulator0000) of 30 requests per minute."
+        )
         assert err.response.headers["retry-after"] == "2"  # 2 s to refill one, in whole seconds
         assert "retry-after-ms" not in err.response.headers
 
@@ -84,5 +89,6 @@ def test_unlimited_emulators_send_static_headers_and_never_refuse():
             raw = client.chat.completions.with_raw_response.create(model="m", messages=MSG)
         assert raw.headers["x-ratelimit-remaining-requests"] == "9999" and oa.rate_limited_count() == 0
         raw2 = anthropic.Anthropic(base_url=an.base_url, api_key=an.api_key, max_retries=0).messages.with_raw_response.create(
-            model="m", max_tokens=10, messages=MSG)
+            model="m", max_tokens=10, messages=MSG
+        )
         assert raw2.headers["anthropic-ratelimit-requests-remaining"] == "3999"

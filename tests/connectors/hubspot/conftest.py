@@ -1,4 +1,5 @@
 """Fixtures: a running HubSpot emulator and connectors built against it (real hubspot-api-client, loopback)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crmsync_hubspot import FakeClock
+from tests.fakes import FakeClock
+
 from hubspot_emulator import HubSpotEmulator
 from hubspot_harness import EPOCH, TOKEN, Harness, add_input_properties
 
@@ -17,11 +19,6 @@ def emulator() -> Iterator[HubSpotEmulator]:
     add_input_properties(emu)
     yield emu
     emu.stop()
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ SECONDLY), batch update/read (max 100, 200 / 207 / whole-batch 400 VALIDATION_ER
 (409 when they exist), bearer auth (401), scopes (403), scripted 429s, and an index delay: searches see a
 record's previous properties for ``index_delay_s`` after a write.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,11 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import trustme
 
@@ -30,11 +32,11 @@ SEARCH_CAP = 10_000
 
 
 def _iso(ts: float) -> str:
-    d = datetime.fromtimestamp(ts, tz=timezone.utc)
+    d = datetime.fromtimestamp(ts, tz=UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
-def _ms(value: str) -> float | None:
+def _ms(value: str | None) -> float | None:
     if value is None or value == "":
         return None
     if re.fullmatch(r"-?\d+(\.\d+)?", str(value)):
@@ -45,13 +47,31 @@ def _ms(value: str) -> float | None:
         return None
 
 
-def prop_def(name: str, type_: str, field_type: str, group: str = "contactinformation", options: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
+def prop_def(
+    name: str, type_: str, field_type: str, group: str = "contactinformation", options: list[dict] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
-        "name": name, "label": name.replace("_", " ").title(), "type": type_, "fieldType": field_type, "groupName": group,
-        "description": "", "options": options or [], "displayOrder": -1, "calculated": False, "externalOptions": False,
-        "hasUniqueValue": False, "hidden": False, "formField": True, "archived": False,
-        "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z",
-        "modificationMetadata": {"archivable": True, "readOnlyDefinition": extra.pop("read_only", False), "readOnlyValue": extra.pop("read_only_value", False)},
+        "name": name,
+        "label": name.replace("_", " ").title(),
+        "type": type_,
+        "fieldType": field_type,
+        "groupName": group,
+        "description": "",
+        "options": options or [],
+        "displayOrder": -1,
+        "calculated": False,
+        "externalOptions": False,
+        "hasUniqueValue": False,
+        "hidden": False,
+        "formField": True,
+        "archived": False,
+        "createdAt": "2024-01-01T00:00:00.000Z",
+        "updatedAt": "2024-01-01T00:00:00.000Z",
+        "modificationMetadata": {
+            "archivable": True,
+            "readOnlyDefinition": extra.pop("read_only", False),
+            "readOnlyValue": extra.pop("read_only_value", False),
+        },
         **extra,
     }
 
@@ -69,9 +89,21 @@ STANDARD_CONTACT_PROPERTIES = [
     prop_def("firstname", "string", "text"),
     prop_def("company", "string", "text"),
     prop_def("jobtitle", "string", "text"),
-    prop_def("lifecyclestage", "enumeration", "radio", options=_opts("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist", "other")),
+    prop_def(
+        "lifecyclestage",
+        "enumeration",
+        "radio",
+        options=_opts(
+            "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist", "other"
+        ),
+    ),
     prop_def("hs_lead_status", "enumeration", "radio", options=_opts("NEW", "OPEN", "IN_PROGRESS", "UNQUALIFIED", "CONNECTED")),
-    prop_def("hs_pipeline_stage", "enumeration", "select", options=_opts("new-stage-id", "attempting-stage-id", "connected-stage-id", "qualified-stage-id", "unqualified-stage-id")),
+    prop_def(
+        "hs_pipeline_stage",
+        "enumeration",
+        "select",
+        options=_opts("new-stage-id", "attempting-stage-id", "connected-stage-id", "qualified-stage-id", "unqualified-stage-id"),
+    ),
 ]
 
 
@@ -129,7 +161,10 @@ class HubSpotEmulator:
         self._next_id = 100
         self.objects: dict[str, dict[str, Record]] = {"contacts": {}, "0-136": {}}
         self.properties: dict[str, dict[str, dict]] = {t: {p["name"]: dict(p) for p in STANDARD_CONTACT_PROPERTIES} for t in self.objects}
-        self.groups: dict[str, dict[str, dict]] = {t: {"contactinformation": {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}} for t in self.objects}
+        self.groups: dict[str, dict[str, dict]] = {
+            t: {"contactinformation": {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}}
+            for t in self.objects
+        }
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         # TLS at the socket: HubSpotOptions refuses plain http, loopback included.
@@ -144,7 +179,7 @@ class HubSpotEmulator:
     def host(self) -> str:
         return f"https://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "HubSpotEmulator":
+    def start(self) -> HubSpotEmulator:
         self._thread.start()
         return self
 
@@ -193,8 +228,13 @@ class HubSpotEmulator:
                     rec.history.clear()
 
     def script_429(self, policy: str, *, kind: str = "any", times: int = 1, retry_after: float | None = None) -> None:
-        body = {"status": "error", "message": f"You have reached your {policy.lower()} limit.", "errorType": "RATE_LIMIT",
-                "correlationId": str(uuid.uuid4()), "policyName": policy}
+        body = {
+            "status": "error",
+            "message": f"You have reached your {policy.lower()} limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": str(uuid.uuid4()),
+            "policyName": policy,
+        }
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         for _ in range(times):
             self.scripted.append(Scripted(kind, 429, body, headers))
@@ -217,12 +257,14 @@ class HubSpotEmulator:
             return present
         if op == "NOT_HAS_PROPERTY":
             return not present
-        if not present:
+        if have is None or not present:
             return False  # comparisons (NEQ, NOT_IN included) need a value
         if op in ("IN", "NOT_IN"):
             found = str(have).lower() in {str(v).lower() for v in f.get("values", [])}
             return found if op == "IN" else not found
-        want = f.get("value")
+        want: Any = f.get("value")
+        a: Any  # numbers, epoch milliseconds or lower-cased text, by the property's type
+        b: Any
         if ptype == "number":
             a, b = float(have), float(want)
         elif ptype in ("datetime", "date"):
@@ -250,10 +292,18 @@ class HubSpotEmulator:
         now = self.clock()
         with self._lock:
             views = [(rec, self._indexed(rec, now)) for rec in self.objects[otype].values()]
+
         def match(props: dict[str, str]) -> bool:
             if not groups:
                 return True
-            return any(all(self._value_matches(defs[f["propertyName"]]["type"], props.get(f["propertyName"]), f["operator"], f) for f in g.get("filters", [])) for g in groups)
+            return any(
+                all(
+                    self._value_matches(defs[f["propertyName"]]["type"], props.get(f["propertyName"]), f["operator"], f)
+                    for f in g.get("filters", [])
+                )
+                for g in groups
+            )
+
         hits = [(rec, p) for rec, p in views if match(p)]
         if any((s["propertyName"] if isinstance(s, dict) else str(s)) != "hs_object_id" for s in body.get("sorts") or []):
             random.Random(len(hits)).shuffle(hits)  # search promises no order among ties of its one sort property
@@ -271,8 +321,13 @@ class HubSpotEmulator:
 
     @staticmethod
     def _public(rec: Record, props: dict[str, str], wanted: set[str]) -> dict[str, Any]:
-        return {"id": rec.id, "properties": {k: (props.get(k) or None) for k in sorted(wanted)}, "createdAt": _iso(rec.created),
-                "updatedAt": props.get("lastmodifieddate") or _iso(rec.created), "archived": False}
+        return {
+            "id": rec.id,
+            "properties": {k: (props.get(k) or None) for k in sorted(wanted)},
+            "createdAt": _iso(rec.created),
+            "updatedAt": props.get("lastmodifieddate") or _iso(rec.created),
+            "archived": False,
+        }
 
     # -- batch semantics ----------------------------------------------------------------------------
     def _invalid(self, defs: dict[str, dict], name: str, value: str) -> dict[str, Any] | None:
@@ -280,15 +335,28 @@ class HubSpotEmulator:
         if d is None:
             return {"isValid": False, "message": f'Property "{name}" does not exist', "error": "PROPERTY_DOESNT_EXIST", "name": name}
         if d["modificationMetadata"].get("readOnlyValue"):
-            return {"isValid": False, "message": f'"{name}" is a read only property; its value cannot be set.', "error": "READ_ONLY_VALUE", "name": name}
+            return {
+                "isValid": False,
+                "message": f'"{name}" is a read only property; its value cannot be set.',
+                "error": "READ_ONLY_VALUE",
+                "name": name,
+            }
         if value == "":
             return None
         t = d["type"]
-        bad = (t == "number" and not re.fullmatch(r"-?\d+(\.\d+)?", value)) or (t == "bool" and value not in ("true", "false")) \
-            or (t in ("datetime", "date") and _ms(value) is None) \
+        bad = (
+            (t == "number" and not re.fullmatch(r"-?\d+(\.\d+)?", value))
+            or (t == "bool" and value not in ("true", "false"))
+            or (t in ("datetime", "date") and _ms(value) is None)
             or (t == "enumeration" and d["options"] and value not in {o["value"] for o in d["options"]})
+        )
         if bad:
-            return {"isValid": False, "message": f'{value} was not a valid {t}.', "error": "INVALID_OPTION" if t == "enumeration" else f"INVALID_{t.upper()}", "name": name}
+            return {
+                "isValid": False,
+                "message": f"{value} was not a valid {t}.",
+                "error": "INVALID_OPTION" if t == "enumeration" else f"INVALID_{t.upper()}",
+                "name": name,
+            }
         return None
 
     def batch_update(self, otype: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -304,7 +372,8 @@ class HubSpotEmulator:
             return 400, _validation("Property values were not valid: " + json.dumps(problems[:10]))
         for rid in ids:
             if rid in self.validation_rules and rid in store:
-                return 400, _validation(f"Property values were not valid: {json.dumps([{'isValid': False, 'message': self.validation_rules[rid], 'error': 'VALIDATION_RULE', 'name': 'id ' + rid}])}")
+                problem = {"isValid": False, "message": self.validation_rules[rid], "error": "VALIDATION_RULE", "name": "id " + rid}
+                return 400, _validation(f"Property values were not valid: {json.dumps([problem])}")
         missing = [rid for rid in ids if rid not in store]
         if missing and self.missing_ids == "400":
             return 400, _validation(f"Object IDs not found: {', '.join(missing)}", category="OBJECT_NOT_FOUND")
@@ -315,10 +384,28 @@ class HubSpotEmulator:
             if rid in store:
                 self.update(rid, i.get("properties", {}), otype)
                 rec = store[rid]
-                results.append(self._public(rec, rec.props, set(i.get("properties", {})) | {"hs_object_id", "lastmodifieddate", "createdate"}))
+                results.append(
+                    self._public(rec, rec.props, set(i.get("properties", {})) | {"hs_object_id", "lastmodifieddate", "createdate"})
+                )
         out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": _iso(self.clock())}
         if missing:
-            out.update(numErrors=1, errors=[{"status": "error", "category": "OBJECT_NOT_FOUND", "message": f"Could not get some {'CONTACT' if otype == 'contacts' else 'LEAD'} objects, they may be deleted or not exist. Check that ids are valid.", "context": {"ids": missing}, "errors": [], "links": {}}])
+            message = (
+                f"Could not get some {'CONTACT' if otype == 'contacts' else 'LEAD'} objects, "
+                "they may be deleted or not exist. Check that ids are valid."
+            )
+            out.update(
+                numErrors=1,
+                errors=[
+                    {
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "message": message,
+                        "context": {"ids": missing},
+                        "errors": [],
+                        "links": {},
+                    }
+                ],
+            )
             return 207, out
         return 200, out
 
@@ -332,7 +419,19 @@ class HubSpotEmulator:
         missing = [str(i["id"]) for i in inputs if str(i["id"]) not in store]
         out: dict[str, Any] = {"status": "COMPLETE", "results": found, "startedAt": _iso(self.clock()), "completedAt": _iso(self.clock())}
         if missing:
-            out.update(numErrors=1, errors=[{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some objects, they may be deleted or not exist.", "context": {"ids": missing}, "errors": [], "links": {}}])
+            out.update(
+                numErrors=1,
+                errors=[
+                    {
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "message": "Could not get some objects, they may be deleted or not exist.",
+                        "context": {"ids": missing},
+                        "errors": [],
+                        "links": {},
+                    }
+                ],
+            )
             return 207, out
         return 200, out
 
@@ -343,8 +442,14 @@ class HubSpotEmulator:
             return 409, _error(f"Property named '{name}' already exists.", "OBJECT_ALREADY_EXISTS")
         if body.get("groupName") not in self.groups[otype]:
             return 400, _validation(f"Property group '{body.get('groupName')}' does not exist.")
-        valid = {"number": {"number"}, "bool": {"booleancheckbox"}, "enumeration": {"select", "radio", "checkbox", "booleancheckbox"},
-                 "string": {"text", "textarea"}, "datetime": {"date"}, "date": {"date"}}
+        valid = {
+            "number": {"number"},
+            "bool": {"booleancheckbox"},
+            "enumeration": {"select", "radio", "checkbox", "booleancheckbox"},
+            "string": {"text", "textarea"},
+            "datetime": {"date"},
+            "date": {"date"},
+        }
         if body.get("fieldType") not in valid.get(body.get("type", ""), set()):
             return 400, _validation(f"Invalid type/fieldType combination {body.get('type')}/{body.get('fieldType')}.")
         p = prop_def(name, body["type"], body["fieldType"], group=body["groupName"], options=body.get("options"))
@@ -361,7 +466,7 @@ class HubSpotEmulator:
         return 201, g
 
     # -- HTTP -------------------------------------------------------------------------------------------
-    ROUTES = [
+    ROUTES = (
         ("POST", r"/crm/v3/objects/([^/]+)/search", "search", "read"),
         ("POST", r"/crm/v3/objects/([^/]+)/batch/update", "batch_update", "write"),
         ("POST", r"/crm/v3/objects/([^/]+)/batch/read", "batch_read", "read"),
@@ -370,16 +475,20 @@ class HubSpotEmulator:
         ("GET", r"/crm/v3/properties/([^/]+)", "properties_get", "schema_read"),
         ("GET", r"/crm/v3/properties/([^/]+)/([^/]+)", "property_get", "schema_read"),
         ("POST", r"/crm/v3/properties/([^/]+)", "properties_create", "schema_write"),
-    ]
+    )
 
     def _scope(self, otype: str, need: str) -> str:
         obj = "contacts" if otype == "contacts" else "leads"
-        return {"read": f"crm.objects.{obj}.read", "write": f"crm.objects.{obj}.write",
-                "schema_read": f"crm.schemas.{obj}.read", "schema_write": f"crm.schemas.{obj}.write"}[need]
+        return {
+            "read": f"crm.objects.{obj}.read",
+            "write": f"crm.objects.{obj}.write",
+            "schema_read": f"crm.schemas.{obj}.read",
+            "schema_write": f"crm.schemas.{obj}.write",
+        }[need]
 
     def handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, dict[str, Any] | list, dict[str, str]]:
         path = path.split("?", 1)[0]
-        for m, pattern, kind, need in self.ROUTES:
+        for m, pattern, kind, need in self.ROUTES:  # noqa: B007 -- kind and need are read after the break
             match = re.fullmatch(pattern, path)
             if m == method and match:
                 break
@@ -389,16 +498,39 @@ class HubSpotEmulator:
             self.calls[kind] += 1
             self.requests.append({"kind": kind, "method": method, "path": path})
         if headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {"status": "error", "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                         "correlationId": str(uuid.uuid4()), "category": "INVALID_AUTHENTICATION"}, {}
+            return (
+                401,
+                {
+                    "status": "error",
+                    "message": (
+                        "Authentication credentials not found. This API supports OAuth 2.0 authentication "
+                        "and you can find more details at "
+                        "https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+                    ),
+                    "correlationId": str(uuid.uuid4()),
+                    "category": "INVALID_AUTHENTICATION",
+                },
+                {},
+            )
         otype = self.otype(match.group(1))
         if otype not in self.objects:
             return 400, _validation(f"Unable to infer object type from: {match.group(1)}"), {}
         scope = self._scope(otype, need)
         if self.scopes is not None and scope not in self.scopes:
-            return 403, {"status": "error", "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
-                         "correlationId": str(uuid.uuid4()), "errors": [{"message": "One or more of the following scopes are required.", "context": {"requiredGranularScopes": [scope]}}],
-                         "links": {"scopes": "https://developers.hubspot.com/scopes"}, "category": "MISSING_SCOPES"}, {}
+            return (
+                403,
+                {
+                    "status": "error",
+                    "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+                    "correlationId": str(uuid.uuid4()),
+                    "errors": [
+                        {"message": "One or more of the following scopes are required.", "context": {"requiredGranularScopes": [scope]}}
+                    ],
+                    "links": {"scopes": "https://developers.hubspot.com/scopes"},
+                    "category": "MISSING_SCOPES",
+                },
+                {},
+            )
         with self._lock:
             for s in list(self.scripted):
                 if s.kind in ("any", kind):
@@ -411,8 +543,17 @@ class HubSpotEmulator:
                     self._search_times.popleft()
                 if len(self._search_times) >= self.search_per_second:
                     self.rate_limited[kind] += 1
-                    return 429, {"status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
-                                 "correlationId": str(uuid.uuid4()), "policyName": "SECONDLY"}, {}
+                    return (
+                        429,
+                        {
+                            "status": "error",
+                            "message": "You have reached your secondly limit.",
+                            "errorType": "RATE_LIMIT",
+                            "correlationId": str(uuid.uuid4()),
+                            "policyName": "SECONDLY",
+                        },
+                        {},
+                    )
                 self._search_times.append(now)
         body = json.loads(raw or b"{}") if method == "POST" else {}
         with self._lock:

@@ -1,4 +1,5 @@
 """Shared helpers for the HubSpot tests: the token, the field mapping, and a connector factory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,13 @@ from typing import Any
 
 from crmsync.config import FieldsConfig
 from crmsync.connector import ConnectorContext
-from crmsync_hubspot import FakeClock, HubSpotConnector, HubSpotOptions
+from crmsync_hubspot import HubSpotConnector, HubSpotOptions
+from tests.fakes import FakeClock
 
-from hubspot_emulator import HubSpotEmulator
+try:  # by package path (tests.connectors.hubspot...), as bench/bench_sync_calls.py imports this harness
+    from .hubspot_emulator import HubSpotEmulator
+except ImportError:  # by pytest, from this folder
+    from hubspot_emulator import HubSpotEmulator  # type: ignore[no-redef]
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-emulatortoken"
 EPOCH = 1_780_000_000.0  # the fake clock's wall-time origin (2026)

@@ -1,13 +1,16 @@
 """`crmsync check` against HubSpot: dropdown outputs must offer every value crmsync writes (or a reviewer must
 pick), and an optional output left out of [fields.outputs] is neither checked, created nor written."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from crmsync import ScoreUpdate, output_values
 from crmsync.app import build_connector
 from crmsync.checks import run_checks
 from crmsync.config import Config
+
 from hubspot_emulator import _opts
 from hubspot_harness import FIELDS, Harness
 
@@ -28,8 +31,9 @@ def test_a_tier_dropdown_without_every_tier_fails_check(harness: Harness, make_c
     assert tier.message == "ai_tier is a list of options without D; crmsync writes A, B, C, D"
     assert tier.fix == "add the option values D to ai_tier in the CRM, or map tier to a text field"
     decision = problems["fields.review_decision"]
-    assert decision.message == ("ai_review_decision is a list of options without unqualified; a reviewer must be able to "
-                                "choose qualified, unqualified")
+    assert decision.message == (
+        "ai_review_decision is a list of options without unqualified; a reviewer must be able to choose qualified, unqualified"
+    )
     assert tier.severity == decision.severity == "error"
 
 
@@ -42,7 +46,8 @@ def test_a_model_dropdown_must_hold_each_chain_step(harness: Harness, make_confi
     harness.emu.properties["contacts"]["ai_model"].update(type="enumeration", fieldType="select", options=_opts("other:model"))
     problems = {p.where: p for p in run_checks(_config(make_config, harness))}
     assert problems["fields.outputs.model"].message == (
-        "ai_model is a list of options without local:SmolLM2-135M-Instruct; crmsync writes local:SmolLM2-135M-Instruct")
+        "ai_model is a list of options without local:SmolLM2-135M-Instruct; crmsync writes local:SmolLM2-135M-Instruct"
+    )
 
 
 def test_omitted_optional_outputs_are_not_checked_created_or_written(harness: Harness, make_config: Callable[..., Config]) -> None:

@@ -1,4 +1,5 @@
 """HubSpot-specific behaviour, against the emulator through the real hubspot-api-client."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,13 @@ import math
 import ssl
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from crmsync import ApiBudgetExhausted, FatalConnectorError, RetriableConnectorError, ScoreUpdate
 from crmsync_hubspot import to_hubspot
+
 from hubspot_emulator import HubSpotEmulator
 from hubspot_harness import TOKEN, Harness
 
@@ -44,9 +46,12 @@ def test_emulator_refuses_paging_past_the_cap(emulator: HubSpotEmulator) -> None
         emulator.create({"company": f"c{i}"})
 
     def page(after: int) -> tuple[int, dict]:
-        req = urllib.request.Request(f"{emulator.host}/crm/v3/objects/contacts/search", method="POST",
-                                     data=json.dumps({"limit": 200, "after": str(after)}).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{emulator.host}/crm/v3/objects/contacts/search",
+            method="POST",
+            data=json.dumps({"limit": 200, "after": str(after)}).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=emulator.ca_pem)) as r:
                 return r.status, json.load(r)
@@ -211,7 +216,15 @@ def test_unknown_property_everywhere_is_fatal_with_the_fix(harness: Harness) -> 
 def test_values_become_hubspot_strings() -> None:
     when = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
     assert [to_hubspot(v) for v in (87, 0.75, True, False, None, ["a", "b"], when, "x")] == [
-        "87", "0.75", "true", "false", "", "a; b", "2026-11-27T09:00:00.123Z", "x"]
+        "87",
+        "0.75",
+        "true",
+        "false",
+        "",
+        "a; b",
+        "2026-11-27T09:00:00.123Z",
+        "x",
+    ]
 
 
 # -- check / create ---------------------------------------------------------------------------------
@@ -244,8 +257,8 @@ def test_fields_create_is_idempotent(emulator: HubSpotEmulator, tmp_path, monkey
     assert emulator.properties["contacts"]["ai_needs_review"]["type"] == "bool"
     assert conn.check() == []
     assert conn.create_fields() == []
-    conn.client.properties = lambda: []  # type: ignore[method-assign]  # a stale view: every create answers 409
-    conn.client.groups = lambda: []  # type: ignore[method-assign]
+    conn.client.properties = list  # a stale view: every create answers 409
+    conn.client.groups = list
     assert conn.create_fields() == []
 
 
@@ -268,9 +281,9 @@ def test_token_never_in_logs_or_errors(emulator: HubSpotEmulator, tmp_path, monk
     h = Harness(emulator, tmp_path)
     conn = h.connector(max_retries=1, max_backoff_s=0.01)
     texts = [repr(conn.client), repr(conn.options)]
-    with pytest.raises(FatalConnectorError) as exc:  # 401
+    with pytest.raises(FatalConnectorError) as fatal:  # 401
         list(conn.fetch_unscored(None, 5))
-    texts.append(str(exc.value))
+    texts.append(str(fatal.value))
     texts += [p.message + p.fix for p in conn.check()]
     emulator.token = secret
     emulator.script_error(500, {"status": "error", "message": f"echo {secret}", "category": "ERROR"}, times=5)
@@ -310,8 +323,8 @@ def test_changed_stream_reads_a_bulk_import_in_one_millisecond_exactly_once(fake
     fake_clock.sleep(1)
     later = fake_harness.add(30)
     conn = fake_harness.connector()
-    start = Bookmark(datetime.fromtimestamp(fake_harness.emu.clock() - 3600, tz=timezone.utc))
-    until = datetime.fromtimestamp(fake_harness.emu.clock() + 1, tz=timezone.utc)
+    start = Bookmark(datetime.fromtimestamp(fake_harness.emu.clock() - 3600, tz=UTC))
+    until = datetime.fromtimestamp(fake_harness.emu.clock() + 1, tz=UTC)
     for limit in (1_000, 120, 45):
         mark, got = start, []
         while True:
@@ -320,6 +333,6 @@ def test_changed_stream_reads_a_bulk_import_in_one_millisecond_exactly_once(fake
             if not page:
                 break
             got += page
-            mark = Bookmark(page[-1].modified_at, page[-1].id)  # type: ignore[arg-type]
+            mark = Bookmark(page[-1].modified_at, page[-1].id)
         ids = [lead.id for lead in got]
         assert ids == bulk + later, f"limit {limit}: {len(ids)} read, {len(set(ids))} distinct"

@@ -2,6 +2,7 @@
 pointed at the OpenAI emulator), the real HubSpot connector (crmsync.app.build_connector) talking to the HubSpot
 emulator through the real hubspot-api-client. Nothing is mocked.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,11 +17,12 @@ from click.testing import CliRunner
 from crmsync.app import build_connector
 from crmsync.cli import cli
 from crmsync.config import Config
-from crmsync.state import Ledger, LeadState
-from hubspot_emulator import HubSpotEmulator
-from hubspot_harness import FIELDS, Harness
+from crmsync.state import LeadState, Ledger
 from tests.cycle_rig import CycleRig
 from tests.emulators import default_rule, rule
+
+from hubspot_emulator import HubSpotEmulator
+from hubspot_harness import FIELDS, Harness
 
 MODEL = "emu-hubspot"
 
@@ -109,7 +111,7 @@ def test_stale_search_index_does_not_cause_a_second_score_or_write(rig: Rig) -> 
     assert rig.emu.calls["batch_update"] == 1, "not written again"
     assert rig.emu.calls["search"] == 3, "cycle 1: unscored; cycle 2: changed + unscored"
     assert all(rig.state(rid) == LeadState.written for rid in ids)
-    assert all(rig.ledger.get(rid).write_attempts == 0 for rid in ids)  # type: ignore[union-attr]
+    assert all(rig.ledger.get(rid).write_attempts == 0 for rid in ids)
 
 
 def test_changed_input_is_rescored_others_are_not(rig: Rig) -> None:
@@ -134,33 +136,24 @@ def test_changed_input_is_rescored_others_are_not(rig: Rig) -> None:
     assert attempts == {**attempts_before, ids[1]: attempts_before[ids[1]] + 1}
 
 
-def test_one_rejected_record_lands_the_rest_then_is_retried_and_parked(rig: Rig) -> None:
+def test_one_rejected_record_lands_the_rest_and_is_parked_at_once(rig: Rig) -> None:
     ids = rig.add(5)
     bad = ids[2]
     message = "Partner contacts cannot be scored"
     rig.emu.validation_rules[bad] = message  # HubSpot answers the whole batch with a 400 naming it
 
     first = rig.run()
-    assert (first.written, first.write_errors, first.parked) == (4, 1, 0)
+    assert (first.written, first.write_errors, first.parked) == (4, 1, 1), "a validation error cannot pass on a resend"
     assert not first.ok
     assert [rid for rid in ids if rig.emu.get(rid).get("ai_score")] == [rid for rid in ids if rid != bad], "the rest landed"
     assert [rig.emu.get(rid)["ai_score"] for rid in ids if rid != bad] == [expected_score(i) for i in (0, 1, 3, 4)]
     row = rig.ledger.get(bad)
-    assert row is not None and row.state == LeadState.pending_write and row.write_attempts == 1
+    assert row is not None and row.state == LeadState.parked and row.write_attempts == 1
     assert message in (row.last_error or "") and "VALIDATION_ERROR" in (row.last_error or "")
 
     rig.emu.calls.clear()
-    second = rig.run()  # the flush retries the stored score: no new model call
-    assert (second.written, second.write_errors, second.parked, second.scored) == (0, 1, 1, 0)
-    assert rig.emu.calls["batch_update"] == 1, "only the rejected record is sent again"
-    row = rig.ledger.get(bad)
-    assert row is not None and row.state == LeadState.parked and row.write_attempts == 2
-    assert message in (row.last_error or "")
-    assert rig.oa.request_count() == 5
-
-    rig.emu.calls.clear()
-    third = rig.run()  # parked: still unscored in HubSpot, but neither rescored nor written again
-    assert third.scored == 0 and third.written == 0 and third.write_errors == 0
+    second = rig.run()  # parked: still unscored in HubSpot, but neither rescored nor written again
+    assert second.scored == 0 and second.written == 0 and second.write_errors == 0
     assert rig.emu.calls["batch_update"] == 0 and rig.oa.request_count() == 5
     assert rig.state(bad) == LeadState.parked
     assert rig.ledger.summary()["parked"] == [(bad, row.last_error)]

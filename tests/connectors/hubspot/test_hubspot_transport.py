@@ -1,5 +1,6 @@
 """HubSpot transport: https only (loopback too), a ca_bundle that reaches the SDK's urllib3 pool (with the
 REQUESTS_CA_BUNDLE fallback), and a certificate that fails verification reported as such, at once, never retried."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,9 @@ from pydantic import ValidationError
 from crmsync import ConfigError
 from crmsync.app import build_connector
 from crmsync.config import format_validation_error
-from crmsync_hubspot import HubSpotOptions
+from crmsync_hubspot import HubSpotConnector, HubSpotOptions
 from crmsync_hubspot.client import HubSpotTLSError
+
 from hubspot_emulator import HubSpotEmulator
 from hubspot_harness import TOKEN, Harness
 
@@ -50,7 +52,9 @@ def test_relative_ca_bundle_is_read_from_the_config_folder(emulator: HubSpotEmul
     assert h.connector(ca_bundle="proxy-ca.pem").check() == []
 
 
-def test_untrusted_certificate_fails_at_once_and_says_what_to_do(emulator: HubSpotEmulator, tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+def test_untrusted_certificate_fails_at_once_and_says_what_to_do(
+    emulator: HubSpotEmulator, tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
     conn = Harness(emulator, tmp_path).connector(ca_bundle=None, max_retries=4)  # a TLS-inspecting proxy's certificate
     with pytest.raises(HubSpotTLSError) as exc:
         conn.client.properties()
@@ -79,7 +83,7 @@ def test_a_missing_ca_file_is_a_config_error(emulator: HubSpotEmulator, tmp_path
         "PEM file of the CA to trust (a TLS-inspecting proxy's CA), or remove it to trust the system's CAs."
     )
     env.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "gone.pem"))
-    with pytest.raises(ConfigError, match="HubSpot: REQUESTS_CA_BUNDLE names .*gone.pem, which is not a readable file"):
+    with pytest.raises(ConfigError, match=r"HubSpot: REQUESTS_CA_BUNDLE names .*gone\.pem, which is not a readable file"):
         Harness(emulator, tmp_path).connector(ca_bundle=None)
 
 
@@ -88,21 +92,34 @@ def test_crmsync_check_reports_the_tls_failure(emulator: HubSpotEmulator, make_c
 
     config = make_config(crm={"type": "hubspot", "options": {"host": emulator.host}}, fields={"inputs": {"company": "company"}})
     problems = [p for p in run_checks(config) if p.where.startswith("crm")]
-    assert [(p.where, p.message) for p in problems] == [("crm.options.ca_bundle", (
-        f"HubSpot: TLS certificate verification failed for {emulator.host}: unable to get local issuer certificate. "
-        "If a proxy inspects TLS, set [crm.options] ca_bundle to its CA file."))]
+    assert [(p.where, p.message) for p in problems] == [
+        (
+            "crm.options.ca_bundle",
+            (
+                f"HubSpot: TLS certificate verification failed for {emulator.host}: unable to get local issuer certificate. "
+                "If a proxy inspects TLS, set [crm.options] ca_bundle to its CA file."
+            ),
+        )
+    ]
     assert sum(emulator.calls.values()) == 0, "the handshake failed: no request reached the server"
-    assert build_connector(config).client.ca_bundle is None  # no option, no fallback: the system's CAs
+    conn = build_connector(config)
+    assert isinstance(conn, HubSpotConnector)
+    assert conn.client.ca_bundle is None  # no option, no fallback: the system's CAs
 
 
 def test_tls_failure_also_reads_the_sdks_own_wrapping() -> None:
     """With urllib3 retries on, the SDK catches SSLError itself and raises ApiException(status=0, reason=text)."""
     from hubspot.crm.properties import ApiException
+
     from crmsync_hubspot.client import tls_failure
 
-    wrapped = ApiException(status=0, reason=(
-        "SSLError\nHTTPSConnectionPool(host='api.hubapi.com', port=443): Max retries exceeded (Caused by SSLError("
-        "SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
-        "certificate in certificate chain (_ssl.c:1006)')))"))
+    wrapped = ApiException(
+        status=0,
+        reason=(
+            "SSLError\nHTTPSConnectionPool(host='api.hubapi.com', port=443): Max retries exceeded (Caused by SSLError("
+            "SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
+            "certificate in certificate chain (_ssl.c:1006)')))"
+        ),
+    )
     assert tls_failure(wrapped) == "self-signed certificate in certificate chain"
     assert tls_failure(ApiException(status=0, reason="ConnectionRefusedError")) is None

@@ -1,4 +1,5 @@
 """Fixtures: a throw-away CA, the Salesforce emulator over HTTPS, the secrets in the environment, and ``make``."""
+
 from __future__ import annotations
 
 import sys
@@ -11,9 +12,10 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import sf_emulator  # noqa: E402
-from sf_helpers import build  # noqa: E402
-from crmsync_salesforce import SalesforceConnector  # noqa: E402
+from crmsync_salesforce import SalesforceConnector
+
+import sf_emulator
+from sf_helpers import build
 
 
 @pytest.fixture(scope="session")

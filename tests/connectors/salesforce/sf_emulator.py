@@ -8,6 +8,7 @@ errors in request order; describe; ``/limits``; the ``Sforce-Limit-Info`` header
 INVALID_SESSION_ID after ``expire_sessions()``; 403 REQUEST_LIMIT_EXCEEDED past the daily allocation; scripted
 5xx answers and dropped connections. Writes bump LastModifiedDate and SystemModstamp; checkboxes are never null.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,7 @@ import json
 import re
 import ssl
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -24,19 +25,40 @@ from urllib.parse import parse_qs, urlparse
 import jwt
 import trustme
 
-import sf_soql
+try:  # by package path (tests.connectors.salesforce...), as bench/bench_sync_calls.py imports the emulator
+    from . import sf_soql
+except ImportError:  # by pytest, from this folder
+    import sf_soql  # type: ignore[no-redef]
 
 USERNAME, PASSWORD, SECURITY_TOKEN = "integration@example.com", "s3cret-Pa55word", "TOKEN123abc"
 CONSUMER_KEY, CONSUMER_SECRET = "3MVG9-consumer-key", "consumer-secret-XYZ"
 
 
-def _f(name: str, ftype: str, *, length: int = 0, updateable: bool = True, custom: bool | None = None,
-       filterable: bool = True, precision: int = 0, scale: int = 0) -> dict[str, Any]:
+def _f(
+    name: str,
+    ftype: str,
+    *,
+    length: int = 0,
+    updateable: bool = True,
+    custom: bool | None = None,
+    filterable: bool = True,
+    precision: int = 0,
+    scale: int = 0,
+) -> dict[str, Any]:
     return {
-        "name": name, "label": name.replace("__c", "").replace("_", " "), "type": ftype, "length": length,
-        "precision": precision, "scale": scale, "updateable": updateable, "createable": updateable,
-        "nillable": ftype != "boolean", "custom": name.endswith("__c") if custom is None else custom,
-        "filterable": filterable, "sortable": filterable, "picklistValues": [],
+        "name": name,
+        "label": name.replace("__c", "").replace("_", " "),
+        "type": ftype,
+        "length": length,
+        "precision": precision,
+        "scale": scale,
+        "updateable": updateable,
+        "createable": updateable,
+        "nillable": ftype != "boolean",
+        "custom": name.endswith("__c") if custom is None else custom,
+        "filterable": filterable,
+        "sortable": filterable,
+        "picklistValues": [],
         **({"extraTypeInfo": "plaintextarea"} if ftype == "textarea" else {}),
     }
 
@@ -44,22 +66,33 @@ def _f(name: str, ftype: str, *, length: int = 0, updateable: bool = True, custo
 def lead_fields() -> list[dict[str, Any]]:
     ro = {"updateable": False}
     return [
-        _f("Id", "id", length=18, **ro), _f("Company", "string", length=255), _f("Title", "string", length=128),
-        _f("Status", "picklist", length=255), _f("IsConverted", "boolean", **ro), _f("ConvertedDate", "date", **ro),
+        _f("Id", "id", length=18, **ro),
+        _f("Company", "string", length=255),
+        _f("Title", "string", length=128),
+        _f("Status", "picklist", length=255),
+        _f("IsConverted", "boolean", **ro),
+        _f("ConvertedDate", "date", **ro),
         _f("Description", "textarea", length=32000, filterable=False),
-        _f("Monthly_Order_Volume__c", "double", precision=18), _f("CreatedDate", "datetime", **ro),
-        _f("LastModifiedDate", "datetime", **ro), _f("SystemModstamp", "datetime", **ro),
-        _f("AI_Score__c", "double", precision=3), _f("AI_Tier__c", "string", length=10),
-        _f("AI_Confidence__c", "percent", precision=3), _f("AI_Needs_Review__c", "boolean"),
-        _f("AI_Reasons__c", "textarea", length=2000, filterable=False), _f("AI_Scored_At__c", "datetime"),
-        _f("AI_Rubric_Version__c", "string", length=40), _f("AI_Model__c", "string", length=100),
-        _f("AI_Review_Decision__c", "picklist", length=255), _f("AI_Input_Hash__c", "string", length=40),
+        _f("Monthly_Order_Volume__c", "double", precision=18),
+        _f("CreatedDate", "datetime", **ro),
+        _f("LastModifiedDate", "datetime", **ro),
+        _f("SystemModstamp", "datetime", **ro),
+        _f("AI_Score__c", "double", precision=3),
+        _f("AI_Tier__c", "string", length=10),
+        _f("AI_Confidence__c", "percent", precision=3),
+        _f("AI_Needs_Review__c", "boolean"),
+        _f("AI_Reasons__c", "textarea", length=2000, filterable=False),
+        _f("AI_Scored_At__c", "datetime"),
+        _f("AI_Rubric_Version__c", "string", length=40),
+        _f("AI_Model__c", "string", length=100),
+        _f("AI_Review_Decision__c", "picklist", length=255),
+        _f("AI_Input_Hash__c", "string", length=40),
         _f("Notes_Long__c", "textarea", length=32000, filterable=False),
     ]
 
 
 def sf_datetime(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
 def error(code: str, message: str, fields: list[str] | None = None) -> list[dict[str, Any]]:
@@ -71,6 +104,7 @@ class SalesforceEmulator:
         self.schema: dict[str, dict[str, dict[str, Any]]] = {"Lead": {f["name"]: f for f in lead_fields()}}
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Lead": {}}
         self.rejections: dict[str, tuple[str, str]] = {}  # id -> (statusCode, message)
+        self.rejections_left: dict[str, int] = {}  # id -> how many more writes to reject (absent: every one)
         self.collections_retrieve = True  # False: an org / API version without sObject Collections retrieve (404)
         self.api_used, self.api_max = 0, api_max
         self.tokens: set[str] = set()
@@ -79,7 +113,7 @@ class SalesforceEmulator:
         self.logins = 0
         self.queries: list[str] = []  # every SOQL text received
         self.jwt_public_key: Any = None
-        self.clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.clock = datetime(2026, 1, 1, tzinfo=UTC)
         self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -101,7 +135,7 @@ class SalesforceEmulator:
     def now(self) -> datetime:
         """A clock that moves forward a millisecond per reading, starting from real time."""
         with self._lock:
-            self.clock = max(self.clock + timedelta(milliseconds=1), datetime.now(timezone.utc))
+            self.clock = max(self.clock + timedelta(milliseconds=1), datetime.now(UTC))
             return self.clock
 
     def issue_token(self) -> str:
@@ -116,7 +150,7 @@ class SalesforceEmulator:
         with self._lock:
             rid = f"00Q{next(self._ids):012d}AAA"
             stamp = self.now()
-            rec = {name: (False if f["type"] == "boolean" else None) for name, f in self.schema[obj].items()}
+            rec: dict[str, Any] = {name: (False if f["type"] == "boolean" else None) for name, f in self.schema[obj].items()}
             rec.update(Id=rid, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp, Status="Open - Not Contacted")
             rec.update(values)
             self.records[obj][rid] = rec
@@ -194,7 +228,7 @@ class SalesforceEmulator:
     def _page(self, locator: str, start: int) -> dict[str, Any]:
         rows, batch = self._cursors[locator]
         done = start + batch >= len(rows)
-        out: dict[str, Any] = {"totalSize": len(rows), "done": done, "records": rows[start:start + batch]}
+        out: dict[str, Any] = {"totalSize": len(rows), "done": done, "records": rows[start : start + batch]}
         if not done:
             out["nextRecordsUrl"] = f"/services/data/v59.0/query/{locator}-{start + batch}"
         return out
@@ -250,8 +284,10 @@ class SalesforceEmulator:
         current = self.records[obj].get(rid)
         if current is None:
             return {"id": rid, **fail("ENTITY_IS_DELETED", "entity is deleted")}
-        if rid in self.rejections:
+        if rid in self.rejections and self.rejections_left.get(rid, 1) > 0:
             code, message = self.rejections[rid]
+            if rid in self.rejections_left:
+                self.rejections_left[rid] -= 1
             return {"id": rid, **fail(code, message)}
         if current.get("IsConverted"):
             return {"id": rid, **fail("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")}
@@ -301,18 +337,26 @@ class SalesforceEmulator:
             ok = base64.b64decode(authorization[6:]).decode() == f"{CONSUMER_KEY}:{CONSUMER_SECRET}"
         elif grant == "password":
             ok = (form.get("client_id"), form.get("client_secret"), form.get("username"), form.get("password")) == (
-                CONSUMER_KEY, CONSUMER_SECRET, USERNAME, PASSWORD + SECURITY_TOKEN)
+                CONSUMER_KEY,
+                CONSUMER_SECRET,
+                USERNAME,
+                PASSWORD + SECURITY_TOKEN,
+            )
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and self.jwt_public_key is not None:
             try:
-                claims = jwt.decode(form.get("assertion", ""), self.jwt_public_key, algorithms=["RS256"],
-                                    options={"verify_aud": False})
+                claims = jwt.decode(form.get("assertion", ""), self.jwt_public_key, algorithms=["RS256"], options={"verify_aud": False})
                 ok = claims.get("iss") == CONSUMER_KEY and claims.get("sub") == USERNAME
             except jwt.PyJWTError:
                 ok = False
         if not ok:
             return 400, {"error": "invalid_grant", "error_description": "authentication failure"}
-        return 200, {"access_token": self.issue_token(), "instance_url": self.base_url, "token_type": "Bearer",
-                     "id": f"{self.base_url}/id/00D000000000001/005000000000001", "issued_at": "1767225600000"}
+        return 200, {
+            "access_token": self.issue_token(),
+            "instance_url": self.base_url,
+            "token_type": "Bearer",
+            "id": f"{self.base_url}/id/00D000000000001/005000000000001",
+            "issued_at": "1767225600000",
+        }
 
 
 class _Server(ThreadingHTTPServer):

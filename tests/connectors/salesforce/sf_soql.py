@@ -5,12 +5,14 @@ SELECT f, ... FROM Obj [WHERE cond] [ORDER BY f [ASC|DESC], ...] [LIMIT n], wher
 Literals: null, true, false, numbers, 'strings', unquoted datetimes (2026-01-01T00:00:00Z).
 Errors are (errorCode, message) pairs, as in ``[{"message": ..., "errorCode": ...}]``.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
@@ -50,7 +52,7 @@ def _tokens(soql: str) -> list[tuple[str, str]]:
     while pos < len(soql):
         m = _TOKEN.match(soql, pos)
         if not m or m.end() == pos:
-            raise SoqlError("MALFORMED_QUERY", f"unexpected character at position {pos}: {soql[pos:pos + 10]!r}")
+            raise SoqlError("MALFORMED_QUERY", f"unexpected character at position {pos}: {soql[pos : pos + 10]!r}")
         kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -106,9 +108,7 @@ class _Parser:
             raise SoqlError("INVALID_TYPE", f"sObject type '{self.obj}' is not supported.")
         self.schema = self.schemas[self.obj]
         fields = [self.field(n)["name"] for n in names]
-        where: Callable[[dict[str, Any]], bool] = lambda r: True
-        if self.kw("WHERE"):
-            where = self.or_expr()
+        where: Callable[[dict[str, Any]], bool] = self.or_expr() if self.kw("WHERE") else (lambda r: True)
         order: list[tuple[str, bool]] = []
         if self.kw("ORDER"):
             self.expect("word", "BY")

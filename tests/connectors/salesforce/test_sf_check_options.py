@@ -1,5 +1,6 @@
 """`crmsync check` against Salesforce: a restricted picklist output must hold every value crmsync writes, and the
 review-decision picklist both values a reviewer picks; an unrestricted picklist takes any value through the API."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,12 +8,16 @@ from typing import Any
 from crmsync.checks import option_problems
 from crmsync.config import Config
 from crmsync.rubric import bundled_rubric_path, load_rubric
+
 from sf_helpers import SF_FIELDS
 
 
 def _picklist(values: list[str], restricted: bool = True) -> dict[str, Any]:
-    return {"type": "picklist", "restrictedPicklist": restricted,
-            "picklistValues": [{"value": v, "label": v, "active": True, "defaultValue": False} for v in values]}
+    return {
+        "type": "picklist",
+        "restrictedPicklist": restricted,
+        "picklistValues": [{"value": v, "label": v, "active": True, "defaultValue": False} for v in values],
+    }
 
 
 def test_restricted_picklists_must_hold_every_value(make, emulator) -> None:
@@ -25,8 +30,10 @@ def test_restricted_picklists_must_hold_every_value(make, emulator) -> None:
     config, rubric = Config(fields=SF_FIELDS), load_rubric(bundled_rubric_path())
     (problem,) = option_problems(config, conn, rubric)
     assert (problem.where, problem.message, problem.fix) == (
-        "fields.outputs.tier", "AI_Tier__c is a list of options without D; crmsync writes A, B, C, D",
-        "add the option values D to AI_Tier__c in the CRM, or map tier to a text field")
+        "fields.outputs.tier",
+        "AI_Tier__c is a list of options without D; crmsync writes A, B, C, D",
+        "add the option values D to AI_Tier__c in the CRM, or map tier to a text field",
+    )
 
 
 def test_unrestricted_picklists_and_text_fields_pass(make, emulator) -> None:

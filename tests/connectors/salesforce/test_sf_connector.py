@@ -1,12 +1,11 @@
 """Salesforce-specific behaviour, against the HTTPS emulator with the real simple-salesforce."""
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from sf_helpers import SF_FIELDS, PASSWORD_AUTH
-from sf_emulator import PASSWORD, SalesforceEmulator
 
 from crmsync import (
     ApiBudgetExhausted,
@@ -15,6 +14,9 @@ from crmsync import (
     RetriableConnectorError,
     ScoreUpdate,
 )
+
+from sf_emulator import PASSWORD, SalesforceEmulator
+from sf_helpers import PASSWORD_AUTH, SF_FIELDS
 
 
 def data_calls(emu: SalesforceEmulator, method: str | None = None, prefix: str = "/services/data/") -> int:
@@ -46,8 +48,11 @@ def test_default_page_is_2000(make, emulator) -> None:
 
 def test_two_long_text_fields_shrink_pages_to_200(make, emulator) -> None:
     leads(emulator, 450)
-    fields = FieldsConfig(inputs={"description": "Description", "notes": "Notes_Long__c"}, outputs=SF_FIELDS.outputs,
-                          review_decision=SF_FIELDS.review_decision)
+    fields = FieldsConfig(
+        inputs={"description": "Description", "notes": "Notes_Long__c"},
+        outputs=SF_FIELDS.outputs,
+        review_decision=SF_FIELDS.review_decision,
+    )
     assert len(list(make(fields=fields).fetch_unscored(None, 10_000))) == 450
     assert data_calls(emulator, prefix="/services/data/v59.0/query/") == 3
 
@@ -113,9 +118,17 @@ def test_a_login_error_echoing_the_secret_is_scrubbed(make, emulator, monkeypatc
     wrong = "Wr0ng-Secret-Value"
     monkeypatch.setenv("SF_PASSWORD", wrong)
     original = emulator.login_soap
-    monkeypatch.setattr(emulator, "login_soap", lambda body: (500, original("")[1].replace(
-        "Invalid username, password, security token; or user locked out.</sf:exceptionMessage>",
-        f"bad password {wrong}</sf:exceptionMessage>")))
+    monkeypatch.setattr(
+        emulator,
+        "login_soap",
+        lambda body: (
+            500,
+            original("")[1].replace(
+                "Invalid username, password, security token; or user locked out.</sf:exceptionMessage>",
+                f"bad password {wrong}</sf:exceptionMessage>",
+            ),
+        ),
+    )
     with pytest.raises(FatalConnectorError) as err:
         list(make().fetch_unscored(None, 10))
     assert "bad password ***" in str(err.value) and wrong not in str(err.value)
@@ -186,7 +199,7 @@ def test_unknown_field_fails_the_whole_call_naming_it(make, emulator) -> None:
     conn = make()
     conn.describe()
     emulator.remove_field("AI_Tier__c")  # an admin deleted it after our describe
-    with pytest.raises(FatalConnectorError, match="INVALID_FIELD.*AI_Tier__c"):
+    with pytest.raises(FatalConnectorError, match=r"INVALID_FIELD.*AI_Tier__c"):
         conn.write([score(a, AI_Tier__c="A")])
     with pytest.raises(FatalConnectorError, match="AI_Tier__c"):  # describe again: caught before the call
         conn.write([score(a, AI_Tier__c="A")])
@@ -194,9 +207,20 @@ def test_unknown_field_fails_the_whole_call_naming_it(make, emulator) -> None:
 
 def test_values_are_converted_to_salesforce_types(make, emulator) -> None:
     (a,) = leads(emulator, 1)
-    at = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
-    out = make().write([score(a, 87, AI_Needs_Review__c=None, AI_Scored_At__c=at, AI_Confidence__c=0.75,
-                             AI_Reasons__c=["Big volume", "Decision maker"], AI_Model__c="m" * 500)])
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    out = make().write(
+        [
+            score(
+                a,
+                87,
+                AI_Needs_Review__c=None,
+                AI_Scored_At__c=at,
+                AI_Confidence__c=0.75,
+                AI_Reasons__c=["Big volume", "Decision maker"],
+                AI_Model__c="m" * 500,
+            )
+        ]
+    )
     assert out[0].ok, out[0].error
     rec = emulator.records["Lead"][a]
     assert rec["AI_Needs_Review__c"] is False and rec["AI_Scored_At__c"] == at and rec["AI_Confidence__c"] == 75
@@ -220,8 +244,9 @@ def test_check_names_each_field_and_its_fix(make, emulator) -> None:
     emulator.remove_field("AI_Score__c")
     emulator.schema["Lead"]["AI_Confidence__c"]["type"] = "string"
     emulator.schema["Lead"]["AI_Model__c"]["updateable"] = False
-    fields = FieldsConfig(inputs={**SF_FIELDS.inputs, "revenue": "Revenue__c"}, outputs=SF_FIELDS.outputs,
-                          review_decision=SF_FIELDS.review_decision)
+    fields = FieldsConfig(
+        inputs={**SF_FIELDS.inputs, "revenue": "Revenue__c"}, outputs=SF_FIELDS.outputs, review_decision=SF_FIELDS.review_decision
+    )
     problems = {p.where: p for p in make(fields=fields).check()}
     assert set(problems) == {"fields.inputs.revenue", "fields.outputs.score", "fields.outputs.confidence", "fields.outputs.model"}
     assert "Revenue__c" in problems["fields.inputs.revenue"].message
@@ -252,7 +277,7 @@ def test_fetch_labels(make, emulator) -> None:
     assert (labels[reviewed].outcome, labels[reviewed].source) == ("qualified", "review")
     assert labels[rejected].outcome == "unqualified"
     assert (labels[won].outcome, labels[won].source) == ("qualified", "conversion")
-    assert labels[won].decided_at == datetime(2026, 2, 3, tzinfo=timezone.utc)
+    assert labels[won].decided_at == datetime(2026, 2, 3, tzinfo=UTC)
     assert labels[lost].outcome == "unqualified" and labels[won].inputs["company"] == "W"
 
 
@@ -292,7 +317,9 @@ def test_a_secret_pasted_into_an_env_key_is_not_echoed() -> None:
 
     pasted = "00D000000000001!AQ-pasted-token"
     with pytest.raises(ValidationError) as err:
-        SalesforceOptions.model_validate({"auth": {"mode": "access_token", "access_token_env": pasted}, "instance_url": "https://x.my.salesforce.com"})
+        SalesforceOptions.model_validate(
+            {"auth": {"mode": "access_token", "access_token_env": pasted}, "instance_url": "https://x.my.salesforce.com"}
+        )
     text = format_validation_error(err.value, "crmsync.toml", "", SalesforceOptions)
     assert "access_token_env" in text and pasted not in text
 

@@ -1,24 +1,35 @@
 """The Salesforce connector runs the same contract suite as every connector, against the emulator."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sf_helpers import SF_FIELDS, build
-from sf_emulator import SalesforceEmulator
 
+from crmsync import FieldsConfig
 from crmsync.testing import ConnectorContract
 from crmsync_salesforce import SalesforceConnector
 
+from sf_emulator import SalesforceEmulator
+from sf_helpers import SF_FIELDS, build
+
 
 class SalesforceBackend:
+    system_fields = frozenset({"LastModifiedDate", "SystemModstamp"})
+    missing_field = "Contract_Missing__c"
+
     def __init__(self, emu: SalesforceEmulator, ca_pem: str, tmp: Path) -> None:
         self.emu, self.ca_pem, self.tmp = emu, ca_pem, tmp
         self.fields = SF_FIELDS
 
-    def connector(self) -> SalesforceConnector:
-        return build(self.emu, self.ca_pem, self.tmp)
+    def connector(self, fields: FieldsConfig | None = None) -> SalesforceConnector:
+        return build(self.emu, self.ca_pem, self.tmp, fields=fields or self.fields)
+
+    def raw_record(self, lead_id: str) -> dict[str, Any]:
+        return dict(self.emu.records["Lead"][lead_id])
 
     def add_lead(self, inputs: dict[str, Any]) -> str:
         return self.emu.add({self.fields.inputs[k]: v for k, v in inputs.items()})
@@ -39,6 +50,22 @@ class SalesforceBackend:
 
     def delete_lead(self, lead_id: str) -> None:
         del self.emu.records["Lead"][lead_id]
+
+    def lock_lead(self, lead_id: str) -> Callable[[], None]:
+        """UNABLE_TO_LOCK_ROW: another transaction holds the record (API-NOTES 1.4: the retryable code)."""
+        self.emu.rejections[lead_id] = ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
+
+        def release() -> None:
+            self.emu.rejections.pop(lead_id, None)
+
+        return release
+
+    def mark_converted(self, lead_id: str) -> None:
+        self.emu.set(lead_id, "IsConverted", True)
+        self.emu.set(lead_id, "ConvertedDate", datetime.now(UTC).date().isoformat())
+
+    def mark_disqualified(self, lead_id: str) -> None:
+        self.emu.set(lead_id, "Status", "Closed - Not Converted")  # SalesforceOptions.disqualified_statuses' default
 
 
 class TestSalesforceContract(ConnectorContract):

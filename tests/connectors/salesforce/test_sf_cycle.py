@@ -3,6 +3,7 @@ pointed at the OpenAI emulator), the real Salesforce connector (simple-salesforc
 Salesforce emulator. The connector is built with ``sf_helpers.build`` because the SDK's login host is fixed and
 only an injected requests session can send it to the emulator; everything else is as `crmsync run` wires it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,14 +14,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sf_emulator import SalesforceEmulator
-from sf_helpers import PASSWORD_AUTH, SF_FIELDS, build
 
 from crmsync.cli import cli
 from crmsync.config import Config
 from crmsync.state import LeadState
 from tests.cycle_rig import CycleRig
 from tests.emulators import default_rule, rule
+
+from sf_emulator import SalesforceEmulator
+from sf_helpers import PASSWORD_AUTH, SF_FIELDS, build
 
 MODEL = "emu-salesforce"
 
@@ -47,8 +49,9 @@ class Rig(CycleRig):
 
 
 @pytest.fixture
-def make_rig(emulator: SalesforceEmulator, ca_pem: str, sf_env: None, openai_emu: Any, make_config: Callable[..., Config],
-             tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+def make_rig(
+    emulator: SalesforceEmulator, ca_pem: str, sf_env: None, openai_emu: Any, make_config: Callable[..., Config], tmp_path: Path
+) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
     def make(*, fields: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, **daemon: Any) -> Rig:
@@ -141,43 +144,73 @@ def test_api_budget_past_share_stops_before_work_and_loses_nothing(rig: Rig) -> 
     again = rig.run()  # the same daemon, the same connector: the next cycle must pick the work up
     assert not again.errors, (
         f"still refused after the budget came back, with {rig.data_calls() - calls_before} API call(s) this cycle "
-        f"(judged on the stale Sforce-Limit-Info of the last cycle): {again.errors}")
+        f"(judged on the stale Sforce-Limit-Info of the last cycle): {again.errors}"
+    )
     assert again.ok, again.line()
     assert again.written == 3 and rig.oa.request_count() == 3
     assert all(rig.lead(rid)["AI_Score__c"] == expected_score(i) for i, rid in enumerate(ids))
 
 
-def test_validation_rule_rejection_is_parked_after_max_attempts_others_written(rig: Rig) -> None:
+def test_validation_rule_rejection_is_parked_at_once_with_salesforce_message_others_written(rig: Rig) -> None:
+    """A validation rule rejects the same values every time: sending them again only burns API calls."""
     ids = rig.add(4)
     bad = ids[1]
     rig.emu.rejections[bad] = ("FIELD_CUSTOM_VALIDATION_EXCEPTION", "AI score cannot be set on partner leads")
 
     first = rig.run()
-    assert (first.written, first.write_errors, first.parked) == (3, 1, 0)
+    assert (first.written, first.write_errors, first.parked) == (3, 1, 1)
     assert [rig.lead(rid)["AI_Score__c"] is not None for rid in ids] == [True, False, True, True]
     row = rig.ledger.get(bad)
-    assert row is not None and row.state == LeadState.pending_write and row.write_attempts == 1
+    assert row is not None and row.state == LeadState.parked and row.write_attempts == 1
     assert row.last_error == "FIELD_CUSTOM_VALIDATION_EXCEPTION: AI score cannot be set on partner leads"
+    assert rig.data_calls("PATCH") == 1
 
     second = rig.run()
-    assert (second.written, second.write_errors, second.parked, second.scored) == (0, 1, 1, 0)
-    row = rig.ledger.get(bad)
-    assert row is not None and row.state == LeadState.parked and row.write_attempts == 2
-    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in (row.last_error or "")
-    assert rig.data_calls("PATCH") == 2
-
-    third = rig.run()
-    assert third.scored == 0 and third.write_errors == 0 and rig.data_calls("PATCH") == 2
+    assert (second.scored, second.write_errors, second.parked) == (0, 0, 0) and rig.data_calls("PATCH") == 1
     assert rig.oa.request_count() == 4, "never paid to score it again"
     assert [rig.state(rid) for rid in ids] == [LeadState.written, LeadState.parked, LeadState.written, LeadState.written]
+
+
+def test_locked_row_is_sent_again_in_the_same_cycle_and_never_parked(rig: Rig) -> None:
+    """UNABLE_TO_LOCK_ROW (another integration holds the row) is retryable: re-sent after a pause, not parked."""
+    ids = rig.add(3)
+    locked = ids[0]
+    rig.emu.rejections[locked] = ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
+    rig.emu.rejections_left[locked] = 1
+
+    report = rig.run()
+    assert (report.written, report.write_errors, report.parked) == (3, 1, 0)
+    assert all(rig.state(rid) == LeadState.written for rid in ids)
+    assert rig.lead(locked)["AI_Score__c"] is not None
+    assert rig.data_calls("PATCH") == 2, "one batch, then the locked lead alone"
+    assert rig.oa.request_count() == 3
+
+
+def test_a_row_locked_all_cycle_waits_for_the_next_cycle_pending(rig: Rig) -> None:
+    ids = rig.add(2)
+    locked = ids[1]
+    rig.emu.rejections[locked] = ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
+
+    first = rig.run()  # max_write_attempts = 2 in this rig: sent twice this cycle, then left for the next
+    assert (first.written, first.write_errors, first.parked) == (1, 1, 0)
+    row = rig.ledger.get(locked)
+    assert row is not None and row.state == LeadState.pending_write and "UNABLE_TO_LOCK_ROW" in (row.last_error or "")
+    for _ in range(3):  # however many cycles it stays locked, it is never parked and never paid again
+        rig.run()
+    assert rig.state(locked) == LeadState.pending_write
+    del rig.emu.rejections[locked]
+    last = rig.run()
+    assert last.written == 1 and rig.state(locked) == LeadState.written
+    assert rig.oa.request_count() == 2
 
 
 def test_labels_pull_into_the_ledger_and_export(rig: Rig, tmp_path: Path) -> None:
     """`labels pull` builds its connector from the config (build_connector), which cannot reach the emulator: the
     SDK logs in at a fixed *.salesforce.com host. So this runs the command's own loop (connector.fetch_labels() →
     Ledger.add_label) on the injected-session connector; `labels export` needs no CRM and runs as the CLI."""
-    converted = rig.emu.add({"Company": "Won Co", "Title": "COO", "Monthly_Order_Volume__c": 4200.0, "IsConverted": True,
-                             "ConvertedDate": "2026-02-03"})
+    converted = rig.emu.add(
+        {"Company": "Won Co", "Title": "COO", "Monthly_Order_Volume__c": 4200.0, "IsConverted": True, "ConvertedDate": "2026-02-03"}
+    )
     reviewed = rig.emu.add({"Company": "Reviewed Co", "Title": "Intern", "AI_Review_Decision__c": "unqualified"})
     rig.add(2)  # open leads: no label
 

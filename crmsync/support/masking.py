@@ -5,6 +5,7 @@ the ledger, `crmsync score` output, connector errors).
 The registry is process-wide on purpose: secrets come from the process environment, and a value read by a
 connector must be masked in the ledger and the log, which never see the connector.
 """
+
 from __future__ import annotations
 
 import re
