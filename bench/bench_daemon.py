@@ -68,13 +68,14 @@ def child(cmd: list[str], env: dict[str, str], cwd: Path, stdin: str | None = No
             text=True,
         )
         wall = time.perf_counter() - t0
-        m = json.load(open(fh.name))
+        m = json.loads(Path(fh.name).read_text())
     if m["rc"] != 0:
         raise SystemExit(f"{' '.join(cmd[:5])} failed:\n{p.stderr[-2000:]}")
     return wall, m["cpu"], m["maxrss"], p.stdout
 
 
-SAMPLE = list(csv.DictReader(open(ROOT / "crmsync" / "defaults" / "sample_leads.csv", encoding="utf-8")))
+with open(ROOT / "crmsync" / "defaults" / "sample_leads.csv", encoding="utf-8", newline="") as _fh:
+    SAMPLE = list(csv.DictReader(_fh))
 
 
 def leads(n: int) -> list[dict[str, object]]:

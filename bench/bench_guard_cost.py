@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # by its package path (tests.emulators) with the repo root on the path.
 sys.path.insert(0, str(ROOT))
 
-from tests.emulators import OpenAIEmulator
+from tests.emulators import OpenAIEmulator  # noqa: E402
 
 PRICE = "input = 0.10\ncached_input = 0.01\ncache_write = 0.125\noutput = 0.50\nas_of = 2026-11-01\n"
 
@@ -31,7 +31,8 @@ PRICE = "input = 0.10\ncached_input = 0.01\ncache_write = 0.125\noutput = 0.50\n
 def config(base_url: str, guard: bool) -> str:
     text = (
         f'[providers.fast]\ntype = "openai"\nmodel = "gpt-6-luna"\nbase_url = "{base_url}"\napi_key_env = "BENCH_KEY"\nmax_retries = 0\n\n'
-        f'[providers.cheap]\ntype = "openai"\nmodel = "gpt-6-luna-guard"\nbase_url = "{base_url}"\napi_key_env = "BENCH_KEY"\nmax_retries = 0\n\n'
+        f'[providers.cheap]\ntype = "openai"\nmodel = "gpt-6-luna-guard"\nbase_url = "{base_url}"\n'
+        'api_key_env = "BENCH_KEY"\nmax_retries = 0\n\n'
         '[[chain]]\nprovider = "fast"\n\n'
         f'[prices."gpt-6-luna"]\n{PRICE}\n[prices."gpt-6-luna-guard"]\n{PRICE}\n'
     )

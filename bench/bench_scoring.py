@@ -33,7 +33,8 @@ from tests.emulators import OpenAIEmulator, delay  # noqa: E402
 
 
 def leads(n: int) -> list[Lead]:
-    rows = list(csv.DictReader(open(ROOT / "crmsync/defaults/sample_leads.csv")))
+    with open(ROOT / "crmsync/defaults/sample_leads.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     cols = Config().fields.inputs
     return [Lead(id=f"{i}", inputs={k: rows[i % len(rows)][c] for k, c in cols.items()}) for i in range(n)]
 

@@ -7,6 +7,7 @@ from .config import Config, OutputFields, SecretMissing
 from .connector import Connector
 from .errors import ConfigError, ConnectorError, RubricError
 from .models import Problem
+from .providers.batch_api import BatchCapable
 from .rubric import Rubric, load_rubric
 from .scoring import system_prompt
 from .support import redact
@@ -115,6 +116,17 @@ def provider_problems(config: Config, name: str) -> list[Problem]:
         found = [redact(f"check() failed: {type(exc).__name__}: {exc}")]
     finally:
         provider.close()
+    for i, step in enumerate(config.chain):
+        if step.provider == name and step.batch != "never" and not isinstance(provider, BatchCapable):
+            problems.append(
+                Problem(
+                    where=f"chain[{i}].batch",
+                    severity="warning",
+                    message=f'provider {name!r} (type {options.type}) has no batch API: batch = "{step.batch}" is ignored '
+                    "and its leads are scored synchronously, at the full price",
+                    fix='set batch = "never" here, or batch on an openai or anthropic provider',
+                )
+            )
     last = bool(config.chain) and config.chain[-1].provider == name  # nothing after it to answer instead
     for m in found:
         if isinstance(m, Problem):

@@ -65,7 +65,10 @@ class ScoringConfig(_Strict):
         2000,
         ge=100,
         le=1_000_000,
-        description="each input value is cut to this many characters before it reaches a model (a pasted novel cannot run up the bill); the prompt marks the cut",
+        description=(
+            "each input value is cut to this many characters before it reaches a model (a pasted novel cannot run up the bill); "
+            "the prompt marks the cut"
+        ),
     )
     batch_min_leads: int = Field(
         100, ge=1, description='a chain step with batch = "auto" batches when at least this many leads wait; fewer are scored at once'

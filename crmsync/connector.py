@@ -168,7 +168,7 @@ class Connector(ABC):
         (the one rule every connector shares: review, then conversion, then disqualified)."""
         raise NotImplementedError(f"{type(self).__name__} does not harvest labels.")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - not abstract: a connector holding nothing needs no close()
         """Release sessions and files. Called once, at shutdown."""
 
 

@@ -181,7 +181,9 @@ class Cycle:
                 report.tokens[(hop.provider, hop.model, kind.removesuffix("_tokens"))] += getattr(hop.usage, kind)
         kept = len(report.rows)
         if rows is None or kept < rows or (result.needs_review and kept < 2 * rows):
-            shown = {k: str(lead.inputs.get(k) or "")[:60] for k in ("company", "title", "monthly_orders") if k in lead.inputs}
+            shown: dict[str, str] = {
+                k: str(lead.inputs.get(k) or "")[:60] for k in ("company", "title", "monthly_orders") if k in lead.inputs
+            }
             report.rows.append(
                 ShownRow(
                     lead.id,

@@ -57,7 +57,7 @@ def _text_lines(raw_lines: Iterable[bytes], path: Path, encoding: str, codec: st
     decoder = codecs.getincrementaldecoder(codec)()
     buf, n = "", 1
     try:
-        for n, raw in enumerate(raw_lines, 1):
+        for n, raw in enumerate(raw_lines, 1):  # noqa: B007 - n names the line in the decode error below
             buf += decoder.decode(raw)
             while cut := buf.find("\n") + 1:
                 yield buf[:cut]
@@ -96,7 +96,10 @@ def _read_csv(lines: Iterator[str], path: Path) -> tuple[list[str], list[tuple[i
     except csv.Error as exc:
         msg = str(exc)
         if "field limit" in msg:
-            why = f"a value is longer than {CSV_FIELD_LIMIT // 2**20} MiB, more than any CRM field holds (not a CSV export, or a quote left open?)"
+            why = (
+                f"a value is longer than {CSV_FIELD_LIMIT // 2**20} MiB, more than any CRM field holds "
+                "(not a CSV export, or a quote left open?)"
+            )
         elif "unexpected end of data" in msg:
             why = 'a quoted value that starts here is never closed (a stray " ?)'
         elif "NUL" in msg:

@@ -45,6 +45,7 @@ OUT_COLUMNS = [
     "score",
     "tier",
     "confidence",
+    "probability",
     "needs_review",
     "review_reasons",
     "reasons",
@@ -66,6 +67,7 @@ def result_row(lead: Lead, r: ScoreResult) -> dict[str, Any]:
         "score": r.score,
         "tier": r.tier,
         "confidence": None if r.confidence is None else round(r.confidence, 3),
+        "probability": None if r.probability is None else round(r.probability, 4),  # P(qualified), once calibrated
         "needs_review": r.needs_review,
         "review_reasons": ";".join(x.value for x in r.review_reasons),
         "reasons": result_values(r)["reasons"],
@@ -158,7 +160,7 @@ class ResultsFile:
                 rec = json.loads(text)
             else:
                 cells = next(csv.reader([text]), [])
-                rec = dict(zip(self._header, cells)) if len(cells) == len(self._header) else None
+                rec = dict(zip(self._header, cells, strict=True)) if len(cells) == len(self._header) else None
         if not isinstance(rec, dict) or "id" not in rec or "status" not in rec:
             raise FileProblem(f"{self.path} line {n} is not a row crmsync wrote; choose another --output, or fix or delete the file.")
         return rec
@@ -190,7 +192,7 @@ class ResultsFile:
         try:
             if resumed.retried or cut_off:
                 _replace(self.path, keep)
-            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - open until close()
         except OSError as exc:
             raise FileProblem(f"--output {self.path}: cannot write there ({exc.strerror}).") from None
         if not self.jsonl:

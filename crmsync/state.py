@@ -48,7 +48,8 @@ class Ledger(LedgerFile):
     # -- reads --------------------------------------------------------------------------------------
     def get(self, lead_id: str) -> LedgerRow | None:
         r = self.db.execute(
-            "SELECT lead_id, state, fingerprint, rubric_version, result_json, write_attempts, last_error FROM leads WHERE crm=? AND lead_id=?",
+            "SELECT lead_id, state, fingerprint, rubric_version, result_json, write_attempts, last_error FROM leads "
+            "WHERE crm=? AND lead_id=?",
             (self.crm, lead_id),
         ).fetchone()
         return self._row(r) if r else None
@@ -72,7 +73,8 @@ class Ledger(LedgerFile):
     def in_state(self, *states: LeadState) -> list[LedgerRow]:
         marks = ",".join("?" for _ in states)
         rows = self.db.execute(
-            f"SELECT lead_id, state, fingerprint, rubric_version, result_json, write_attempts, last_error FROM leads WHERE crm=? AND state IN ({marks}) ORDER BY updated_at",
+            "SELECT lead_id, state, fingerprint, rubric_version, result_json, write_attempts, last_error FROM leads "
+            f"WHERE crm=? AND state IN ({marks}) ORDER BY updated_at",
             (self.crm, *[s.value for s in states]),
         ).fetchall()
         return [self._row(r) for r in rows]
@@ -131,7 +133,8 @@ class Ledger(LedgerFile):
         now = _now()
         with self._tx():
             self.db.executemany(
-                "UPDATE leads SET state='written', written_at=?, updated_at=?, last_error=NULL WHERE crm=? AND lead_id=? AND state='pending_write'",
+                "UPDATE leads SET state='written', written_at=?, updated_at=?, last_error=NULL "
+                "WHERE crm=? AND lead_id=? AND state='pending_write'",
                 [(now, now, self.crm, i) for i in lead_ids],
             )
 
@@ -281,7 +284,9 @@ class Ledger(LedgerFile):
 
     def cost_today(self) -> float:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
-        return self.db.execute("SELECT COALESCE(SUM(cost_usd),0) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()[0]
+        return float(
+            self.db.execute("SELECT COALESCE(SUM(cost_usd),0) FROM calls WHERE crm=? AND ts>=?", (self.crm, midnight)).fetchone()[0]
+        )
 
     def provider_failures(self) -> list[dict[str, Any]]:
         """Per provider that ever failed (unavailable or refused): when its last failure was recorded, the

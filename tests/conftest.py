@@ -73,7 +73,7 @@ class _Recording:
 
     usages: list[dict[str, Any]]
 
-    def _success(self, body: dict, b: Any) -> dict:  # type: ignore[override]
+    def _success(self, body: dict, b: Any) -> dict:
         resp = super()._success(body, b)  # type: ignore[misc]
         with self._lock:  # type: ignore[attr-defined]
             self.usages.append(resp["usage"])

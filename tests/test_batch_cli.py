@@ -86,3 +86,26 @@ def test_score_batch_for_a_file_resumes_without_submitting_twice(tmp_path: Path,
     assert all(int(row["score"]) == expected_score(by_id[row["id"]]) for row in rows)
     assert sent_per_lead(oa) == {f"Brand {i}": 1 for i in range(1, 11)} and oa.request_count("emu-fast") == 0
     assert {row["hops"] for row in rows} == {"fast[batch]:ok(0.90)"}
+
+
+def test_check_warns_when_a_step_batches_on_a_provider_without_a_batch_api(tmp_path: Path) -> None:
+    """The learned step has no batch API: `batch` there would silently cost the full price, so `check` says so."""
+    from crmsync.checks import provider_problems
+    from crmsync.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[providers.learned]\ntype = "learned"\n'
+        '[[chain]]\nprovider = "learned"\nbatch = "auto"\n'
+    )
+    found = [p for p in provider_problems(load_config(cfg), "learned") if p.where == "chain[0].batch"]
+    assert [(p.severity, p.message) for p in found] == [
+        (
+            "warning",
+            (
+                "provider 'learned' (type learned) has no batch API: batch = \"auto\" is ignored and its leads are scored "
+                "synchronously, at the full price"
+            ),
+        )
+    ]

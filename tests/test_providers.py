@@ -189,7 +189,7 @@ def test_openai_request_shape(oa, openai_emu):
     assert body["messages"] == [{"role": "system", "content": PROMPT.system}, {"role": "user", "content": PROMPT.user}]
     rf = body["response_format"]
     assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True  # the emulator checks strict rules
-    assert list(rf["json_schema"]["schema"]["properties"])[0] == "score"  # score first: its token's logprob
+    assert next(iter(rf["json_schema"]["schema"]["properties"])) == "score"  # score first: its token's logprob
     assert body["prompt_cache_key"] == "crmsync-abc" and body["max_completion_tokens"] == 400
     assert body["temperature"] == 0.0
 
@@ -264,7 +264,7 @@ def test_repair_request_carries_previous_answer_and_problem(oa, an, openai_emu, 
 def test_invalid_answers_carry_kind_and_usage(oa, an, openai_emu, anthropic_emu, behaviour, kind):
     openai_emu.script("gpt-t", behaviour)
     anthropic_emu.script("claude-t", behaviour)
-    for p, emu in ((oa(), openai_emu), (an(), anthropic_emu)):
+    for p, _emu in ((oa(), openai_emu), (an(), anthropic_emu)):
         with pytest.raises(InvalidAnswer) as info:
             p.score(PROMPT)
         assert info.value.kind == kind

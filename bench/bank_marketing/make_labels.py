@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--positive-share", type=float, help="override the share of y=yes rows (default: the file's rate)")
     args = ap.parse_args(argv)
     rows = read_rows(args.data)
-    missing = [c for c in COLUMNS + ["y"] if c not in rows[0]]
+    missing = [c for c in [*COLUMNS, "y"] if c not in rows[0]]
     if missing:
         print(f"{args.data}: missing columns {missing}", file=sys.stderr)
         return 2

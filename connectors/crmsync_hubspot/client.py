@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Each SDK package has its own ApiException; these are the packages this connector calls.
 API_ERRORS: tuple[type[Exception], ...] = (ObjectsApiException, PropertiesApiException)
+_CAUGHT: tuple[type[Exception], ...] = (*API_ERRORS, urllib3.exceptions.HTTPError)  # and the transport's own
 
 #: No silent urllib3 retries (the default honours Retry-After on GET 429/503 without telling anyone).
 NO_SDK_RETRY = urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, respect_retry_after_header=False, raise_on_status=False)
@@ -36,7 +37,10 @@ NO_SDK_RETRY = urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, r
 #: Where a 403 points: the scopes a private app needs for this connector.
 SCOPES = {
     "contacts": "crm.objects.contacts.read, crm.objects.contacts.write, crm.schemas.contacts.read (and .write for `crmsync fields create`)",
-    "0-136": "crm.objects.leads.read, crm.objects.leads.write, crm.schemas.contacts.read (and the leads schema scopes for `crmsync fields create`)",
+    "0-136": (
+        "crm.objects.leads.read, crm.objects.leads.write, crm.schemas.contacts.read "
+        "(and the leads schema scopes for `crmsync fields create`)"
+    ),
 }
 DAILY_PAUSE_S = 3600.0
 LOCK_WAIT_S = 2.0  # a 423 lock lasts 2 s
@@ -164,13 +168,15 @@ class HubSpotClient:
         return self._call("batch_update", self._batch_api.update, self.options.object_type, {"inputs": inputs})
 
     def properties(self) -> list[Any]:
-        return self._call("properties_get", self._properties_api.get_all, self.options.object_type).results
+        found: list[Any] = self._call("properties_get", self._properties_api.get_all, self.options.object_type).results
+        return found
 
     def create_property(self, body: dict[str, Any]) -> Any:
         return self._call("properties_create", self._properties_api.create, self.options.object_type, body)
 
     def groups(self) -> list[Any]:
-        return self._call("groups_get", self._groups_api.get_all, self.options.object_type).results
+        found: list[Any] = self._call("groups_get", self._groups_api.get_all, self.options.object_type).results
+        return found
 
     def create_group(self, body: dict[str, Any]) -> Any:
         return self._call("groups_create", self._groups_api.create, self.options.object_type, body)
@@ -182,7 +188,7 @@ class HubSpotClient:
             self.calls[kind] += 1
             try:
                 return fn(*args, _request_timeout=self.options.request_timeout_s)
-            except (*API_ERRORS, urllib3.exceptions.HTTPError) as exc:
+            except _CAUGHT as exc:
                 if (why := tls_failure(exc)) is not None:  # a certificate does not fix itself: never retried
                     raise HubSpotTLSError(
                         redact(

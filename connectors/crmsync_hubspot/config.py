@@ -61,7 +61,8 @@ class HubSpotOptions(ConnectorOptions):
         v = v.strip().rstrip("/")
         if not v.lower().startswith("https://") or len(v) <= len("https://"):
             raise ValueError(
-                "must start with https:// (the access token is sent with every request and must never travel in clear text, not even to 127.0.0.1)"
+                "must start with https:// (the access token is sent with every request and must never travel in clear text, "
+                "not even to 127.0.0.1)"
             )
         return v
 

@@ -223,7 +223,10 @@ class HubSpotConnector(Connector):
                 Problem(
                     where="crm.options.ca_bundle",
                     message=str(exc),
-                    fix="set [crm.options] ca_bundle to the PEM file of the CA that signed the certificate (your proxy's CA), then run `crmsync check` again",
+                    fix=(
+                        "set [crm.options] ca_bundle to the PEM file of the CA that signed the certificate (your proxy's CA), "
+                        "then run `crmsync check` again"
+                    ),
                 )
             ]
         except RetriableConnectorError as exc:
@@ -289,9 +292,10 @@ class HubSpotConnector(Connector):
     def create_fields(self) -> list[str]:
         created: list[str] = []
         group = self.options.property_group
-        if group not in {g.name for g in self.client.groups()}:
-            if self._create(self.client.create_group, {"name": group, "label": "crmsync (AI lead score)", "displayOrder": -1}):
-                created.append(f"group {group}")
+        if group not in {g.name for g in self.client.groups()} and self._create(
+            self.client.create_group, {"name": group, "label": "crmsync (AI lead score)", "displayOrder": -1}
+        ):
+            created.append(f"group {group}")
         existing = {p.name for p in self.client.properties()}
         for name, prop in self._mapped_outputs().items():
             if prop not in existing and self._create(self.client.create_property, definitions(name, prop, group)):

@@ -41,6 +41,7 @@ class CallBudget:
             if bucket.put(item):
                 return
             wait_ms = bucket.waiting(item)
+            assert isinstance(wait_ms, int)  # an in-memory bucket answers at once, never with an awaitable
             wait_s = max(wait_ms, 1) / 1000
             log.debug("hubspot limiter: %s window full, waiting %.3fs", name, wait_s)
             self.waited_s += wait_s

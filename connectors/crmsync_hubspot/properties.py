@@ -17,6 +17,7 @@ DEFINITIONS: dict[str, tuple[str, str, str, str]] = {
     "rubric_version": ("string", "text", "AI rubric version", "Version of the scoring rubric used."),
     "model": ("string", "text", "AI model", "Model that produced the score."),
     "input_hash": ("string", "text", "AI input hash", "Fingerprint of the inputs the AI score was made from (crmsync ledger rebuild)."),
+    "probability": ("number", "number", "AI qualified probability", "Calibrated probability, 0 to 1, that this lead qualifies."),
     "review_decision": ("enumeration", "select", "AI review decision", "A reviewer's verdict; crmsync never overwrites a reviewed record."),
 }
 
@@ -31,6 +32,7 @@ FITTING: dict[str, set[str]] = {
     "rubric_version": {"string", "enumeration"},
     "model": {"string", "enumeration"},
     "input_hash": {"string"},
+    "probability": {"number"},
     "review_decision": {"string", "enumeration"},
 }
 

@@ -51,7 +51,7 @@ class ConfiguredSession(requests.Session):
         self.timeout_s = timeout_s
         self.ca_bundle = ca_bundle
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout_s)
         if self.ca_bundle and kwargs.get("verify") is None:
             kwargs["verify"] = self.ca_bundle

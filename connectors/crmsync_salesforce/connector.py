@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 import requests
@@ -13,7 +14,6 @@ from crmsync import (
     Bookmark,
     Connector,
     ConnectorContext,
-    ConnectorError,
     CrmLead,
     FatalConnectorError,
     LabelRecord,
@@ -24,8 +24,7 @@ from crmsync import (
 )
 from crmsync.support import DECISIONS, SYSTEM_CLOCK, Clock, harvest_label, one_of
 
-from . import fields as fieldspec
-from . import soql
+from . import setup, soql
 from .client import SalesforceClient, make_session
 from .config import SalesforceOptions
 
@@ -114,7 +113,7 @@ class SalesforceConnector(Connector):
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
             url = page["nextRecordsUrl"]
-            page = c.call(lambda: c.sf.query_more(url, identifier_is_url=True, headers=headers), "query_more")
+            page = c.call(partial(c.sf.query_more, url, identifier_is_url=True, headers=headers), "query_more")
 
     # -- fetch --------------------------------------------------------------------------------------
     def _read_columns(self) -> list[str]:
@@ -185,14 +184,15 @@ class SalesforceConnector(Connector):
         Ids that no longer exist (or cannot be seen) come back as null and are left out."""
         self._require(cols)
         self.client.ensure_budget()
-        c, out = self.client, []
+        c = self.client
+        out: list[dict[str, Any]] = []
         for start in range(0, len(ids), self.read_batch):
             chunk = list(ids[start : start + self.read_batch])
             if self._collections_retrieve:
                 body = {"ids": chunk, "fields": cols}
                 try:
                     records = c.call(
-                        lambda: c.sf.restful(f"composite/sobjects/{self.options.object}", method="POST", json=body), "retrieve"
+                        partial(c.sf.restful, f"composite/sobjects/{self.options.object}", method="POST", json=body), "retrieve"
                     )
                     out.extend(r for r in records or [] if r)
                     continue
@@ -250,17 +250,17 @@ class SalesforceConnector(Connector):
             chunk = updates[start : start + BATCH]
             body = {"allOrNone": False, "records": [self._record(up, described) for up in chunk]}
             try:
-                results = c.call(lambda: c.sf.restful("composite/sobjects", method="PATCH", json=body), "update")
+                results = c.call(partial(c.sf.restful, "composite/sobjects", method="PATCH", json=body), "update")
             except FatalConnectorError as exc:
                 self._described = None  # a field may have been deleted since describe: look again next time
                 raise FatalConnectorError(f"{exc} (run `crmsync check`)") from None
             if not isinstance(results, list) or len(results) != len(chunk):
                 raise RetriableConnectorError(f"Salesforce update: expected {len(chunk)} results, got {results!r:.200}")
-            out.extend(self._outcome(up, res) for up, res in zip(chunk, results))
+            out.extend(self._outcome(up, res) for up, res in zip(chunk, results, strict=True))
         return out
 
     def _record(self, up: ScoreUpdate, described: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        confidence = self.fields.outputs.confidence
+        shares = {self.fields.outputs.confidence, self.fields.outputs.probability} - {None}  # 0..1 values
         rec: dict[str, Any] = {"attributes": {"type": self.options.object}, "id": up.lead_id}
         for api, value in up.values.items():
             spec = described[api]
@@ -271,7 +271,7 @@ class SalesforceConnector(Connector):
                 value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             elif isinstance(value, (list, tuple)):
                 value = "; ".join(map(str, value))
-            if ftype == "percent" and api == confidence and isinstance(value, (int, float)) and value <= 1:
+            if ftype == "percent" and api in shares and isinstance(value, (int, float)) and value <= 1:
                 value = round(value * 100, 2)  # a Percent field stores 75 for 75 %
             if ftype in ("string", "textarea") and isinstance(value, str) and spec.get("length"):
                 value = value[: int(spec["length"])]
@@ -287,64 +287,15 @@ class SalesforceConnector(Connector):
         message = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
         return WriteOutcome(lead_id=up.lead_id, ok=False, error=message, retryable=any(c in RETRYABLE_CODES for c in codes))
 
-    # -- check / fields -----------------------------------------------------------------------------
+    # -- check / fields (crmsync_salesforce/setup.py) ----------------------------------------------------
     def check(self) -> list[Problem]:
-        try:
-            described = self.describe(refresh=True)
-        except ConnectorError as exc:
-            return [
-                Problem(
-                    where="crm.options",
-                    message=str(exc),
-                    fix="Fix the credentials, domain or instance_url in [crm.options] and its environment variables",
-                )
-            ]
-        if not described:
-            return [
-                Problem(
-                    where="crm.options.object",
-                    message=f"{self.options.object} has no visible fields",
-                    fix="Give the integration user read access to the object",
-                )
-            ]
-        problems = fieldspec.check(self.options.object, self.fields, described)
-        usage = self.client.usage()
-        if usage and usage[0] >= self.options.max_api_share * usage[1]:
-            problems.append(
-                Problem(
-                    where="crm.options.max_api_share",
-                    severity="warning",
-                    message=f"the org has used {usage[0]}/{usage[1]} daily API requests, past max_api_share = {self.options.max_api_share:g}",
-                    fix="Wait for usage to drop (rolling 24 h), or raise max_api_share if other integrations can spare it",
-                )
-            )
-        return problems
+        return setup.check(self)
 
     def output_options(self) -> dict[str, list[str]]:
-        """Mapped outputs (and the review decision) that are restricted picklists: the active values each allows.
-        `crmsync check` compares them with every value crmsync may write (Salesforce rejects others with
-        INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST; an unrestricted picklist takes any value through the API)."""
-        described = self.describe()
-        mapped = {**self._outputs(), **({"review_decision": self.fields.review_decision} if self.fields.review_decision else {})}
-        return {
-            name: [str(v.get("value")) for v in described[api].get("picklistValues") or [] if v.get("active", True)]
-            for name, api in mapped.items()
-            if api in described and described[api].get("type") == "picklist" and described[api].get("restrictedPicklist")
-        }
+        return setup.output_options(self)
 
     def create_fields(self) -> list[str]:
-        """Not automated on purpose (see the package docstring): prints the exact Setup steps instead."""
-        try:
-            described: dict[str, dict[str, Any]] | None = self.describe(refresh=True)
-        except ConnectorError:
-            described = None
-        steps = fieldspec.instructions(self.options.object, self.fields, described)
-        if not steps:
-            return []
-        raise NotImplementedError(
-            "crmsync does not create Salesforce fields itself: an admin creates them (it takes a few minutes and "
-            "keeps the integration user without 'Customize Application'). In Salesforce:\n" + steps + "\nThen run `crmsync check`."
-        )
+        return setup.create_fields(self)
 
     # -- labels -------------------------------------------------------------------------------------
     def fetch_labels(self) -> Iterator[LabelRecord]:

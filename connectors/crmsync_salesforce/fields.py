@@ -17,6 +17,7 @@ OUTPUT_SPECS: dict[str, tuple[set[str], str, str, str]] = {
     "rubric_version": ({"string", "picklist"}, "Text", "Length 40", "AI Rubric Version"),
     "model": ({"string", "picklist"}, "Text", "Length 100", "AI Model"),
     "input_hash": ({"string"}, "Text", "Length 40", "AI Input Hash"),
+    "probability": ({"double", "percent"}, "Percent", "Length 3, Decimal Places 1 (crmsync writes 0-100%)", "AI Qualified Probability"),
 }
 DECISION_SPEC = ({"picklist", "string"}, "Picklist", "Values: qualified, unqualified (one per line)", "AI Review Decision")
 

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
 
 from ..console import config_option as _config_option
 from ..console import err, hold_state_dir, load_for_command, open_ledger, out
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..rubric import Rubric
+    from ..state import Ledger
 
 # chat-jsonl export: the assistant's answer for a label. A label says qualified or not, not a score, so we
 # use the middle of the score range the label implies under the rubric's tiers (see assistant_answer).
 CONFIDENCE_BY_SOURCE = {"review": 0.9, "conversion": 0.8}
 
 
-def _consoles():
+def _consoles() -> tuple[Console, Console]:
     return out, err
 
 
-def _load(config_path: Path | None):
+def _load(config_path: Path | None) -> Config:
     return load_for_command(config_path, "WARNING")
 
 
-def _ledger(config):
+def _ledger(config: Config) -> Ledger:
     return open_ledger(config)
 
 
@@ -82,7 +89,7 @@ def eval_command(
                     sig,
                     reruns,
                     concurrency or config.scoring.concurrency,
-                    lambda n, t=task: progress.advance(t, n),
+                    functools.partial(progress.advance, task),
                 )
     finally:
         cache.close()
@@ -120,7 +127,7 @@ def eval_command(
     return 0 if judged.passed else 1
 
 
-def merged_labels(ledger) -> list[dict[str, Any]]:
+def merged_labels(ledger: Ledger) -> list[dict[str, Any]]:
     """One label per lead: a reviewer's decision wins over a conversion signal."""
     best: dict[str, dict[str, Any]] = {}
     for lab in ledger.labels():
@@ -130,7 +137,7 @@ def merged_labels(ledger) -> list[dict[str, Any]]:
     return [best[k] for k in sorted(best)]
 
 
-def assistant_answer(rubric, qualified_tiers: list[str], outcome: str, source: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def assistant_answer(rubric: Rubric, qualified_tiers: list[str], outcome: str, source: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """The model answer a label stands for. Qualified: the middle of [lowest qualified tier's cut, 100];
     unqualified: the middle of [0, that cut). E.g. tiers A=80 B=60 with qualified A,B: 80 and 30."""
     from ..scoring import looks_like_instructions

@@ -25,7 +25,7 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[int, int, i
     if len(y_true) != len(y_pred):
         raise ValueError("y_true and y_pred differ in length")
     tn = fp = fn = tp = 0
-    for t, p in zip(y_true, y_pred):
+    for t, p in zip(y_true, y_pred, strict=True):
         if t and p:
             tp += 1
         elif t:
@@ -77,7 +77,7 @@ def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float | None:
         for k in range(i, j + 1):
             ranks[order[k]] = avg
         i = j + 1
-    rank_sum = sum(r for r, t in zip(ranks, y_true) if t)
+    rank_sum = sum(r for r, t in zip(ranks, y_true, strict=True) if t)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
@@ -98,12 +98,12 @@ def reliability(confidences: Sequence[float], correct: Sequence[bool], n_bins: i
     """Equal-width bins of stated confidence; each bin's mean confidence and observed accuracy.
     Bin k holds [k/n, (k+1)/n); the last bin also holds 1.0."""
     sums = [[0, 0.0, 0] for _ in range(n_bins)]  # n, sum of confidence, n correct
-    for c, ok in zip(confidences, correct):
+    for c, ok in zip(confidences, correct, strict=True):
         k = min(int(c * n_bins), n_bins - 1) if c >= 0 else 0
         sums[k][0] += 1
         sums[k][1] += c
         sums[k][2] += 1 if ok else 0
-    return [Bin(k / n_bins, (k + 1) / n_bins, n, (s / n) if n else None, (h / n) if n else None) for k, (n, s, h) in enumerate(sums)]
+    return [Bin(k / n_bins, (k + 1) / n_bins, int(n), (s / n) if n else None, (h / n) if n else None) for k, (n, s, h) in enumerate(sums)]
 
 
 def ece(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = N_BINS) -> float | None:
@@ -111,7 +111,7 @@ def ece(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = N_B
     total = len(confidences)
     if not total:
         return None
-    return sum(b.n / total * b.gap for b in reliability(confidences, correct, n_bins) if b.n)  # type: ignore[operator]
+    return sum(b.n / total * b.gap for b in reliability(confidences, correct, n_bins) if b.gap is not None)  # gap is None iff n == 0
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def tier_table(tiers: Sequence[str], y_true: Sequence[int], order: Sequence[str]
     base = _div(sum(y_true), len(y_true))
     rows = []
     for name in order:
-        ys = [y for t, y in zip(tiers, y_true) if t == name]
+        ys = [y for t, y in zip(tiers, y_true, strict=True) if t == name]
         rate = _div(sum(ys), len(ys)) if ys else None
         rows.append(TierRow(name, len(ys), sum(ys), rate, (rate / base) if rate is not None and base else None))
     return rows
@@ -263,7 +263,7 @@ def evaluate(
     pred = [1 if it.tier in qual else 0 for it in scored]
     scores = [float(it.score or 0) for it in scored]
     conf = [float(it.confidence or 0.0) for it in scored]
-    correct = [p == t for p, t in zip(pred, y)]
+    correct = [p == t for p, t in zip(pred, y, strict=True)]
     unflagged = [i for i, it in enumerate(scored) if not it.needs_review]
     yu = [y[i] for i in unflagged]
     pu = [pred[i] for i in unflagged]
@@ -293,7 +293,7 @@ def evaluate(
         cut_advice=pick(score_cut_sweep(y, scores), targets.precision),
         review_advice=pick(review_sweep(y, pred, conf), targets.precision, prefer_low_flagging=True),
         stability=stability,
-        scores_by_outcome={1: [s for s, t in zip(scores, y) if t], 0: [s for s, t in zip(scores, y) if not t]},
+        scores_by_outcome={1: [s for s, t in zip(scores, y, strict=True) if t], 0: [s for s, t in zip(scores, y, strict=True) if not t]},
     )
     for name, target, value in (
         ("precision", targets.precision, ev.precision),

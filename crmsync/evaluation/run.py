@@ -48,7 +48,7 @@ def read_labels(path: Path, config: Config) -> list[LabeledLead]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     out = []
-    for n, (lead, row) in enumerate(zip(leads, rows), 2 if path.suffix.lower() == ".csv" else 1):
+    for n, (lead, row) in enumerate(zip(leads, rows, strict=False), 2 if path.suffix.lower() == ".csv" else 1):
         raw = str(row.get("outcome", "") if row.get("outcome") is not None else "").strip().lower()
         if raw in QUALIFIED:
             y = 1
@@ -110,7 +110,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
     def tiers(self, run: int = 0) -> dict[str, str | None]:
-        return {x.lead.id: r.tier for x, r in zip(self.labeled, self.runs[run])}
+        return {x.lead.id: r.tier for x, r in zip(self.labeled, self.runs[run], strict=True)}
 
 
 def score_labeled(
@@ -130,7 +130,7 @@ def score_labeled(
         todo = [i for i, v in enumerate(results) if v is None]
         res.cached += len(results) - len(todo)
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval") as pool:
-            for i, result in zip(todo, pool.map(lambda i: scorer.score(labeled[i].lead, rubric), todo)):
+            for i, result in zip(todo, pool.map(lambda i: scorer.score(labeled[i].lead, rubric), todo), strict=True):
                 results[i] = result
                 res.called += 1
                 if result.status != ScoreStatus.failed:
@@ -158,7 +158,7 @@ def items_of(labeled: Sequence[LabeledLead], results: Sequence[ScoreResult]) -> 
             fell_back=r.fell_back,
             cost_usd=r.cost_usd,
         )
-        for x, r in zip(labeled, results)
+        for x, r in zip(labeled, results, strict=True)
     ]
 
 
@@ -173,7 +173,7 @@ def evaluate_run(res: RunResult, config: Config) -> Evaluation:
 def tier_changes(a: RunResult, b: RunResult) -> list[dict[str, Any]]:
     """Leads whose tier differs between two runs over the same labeled leads (first rerun of each)."""
     out = []
-    for x, ra, rb in zip(a.labeled, a.runs[0], b.runs[0]):
+    for x, ra, rb in zip(a.labeled, a.runs[0], b.runs[0], strict=True):
         if ra.tier != rb.tier:
             out.append(
                 {

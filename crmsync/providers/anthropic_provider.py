@@ -111,8 +111,8 @@ class AnthropicProvider(Provider):
         # No metadata on a Message Batch: find_batch recognises it by time and size, and the results by custom_id.
         with self._mapped():
             batch = self.client.messages.batches.create(
-                requests=[{"custom_id": r.custom_id, "params": self._body(r.prompt, None)} for r in requests]
-            )  # type: ignore[typeddict-item]
+                requests=[{"custom_id": r.custom_id, "params": self._body(r.prompt, None)} for r in requests]  # type: ignore[typeddict-item]
+            )
         return batch.id
 
     def find_batch(self, local_id: str, since: datetime, size: int, known: Collection[str]) -> str | None:

@@ -7,7 +7,7 @@ import logging
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -179,7 +179,7 @@ class Provider(ABC):
         self.pacer.release(ticket, answered=True, used_tokens=reply.usage.input_tokens + reply.usage.output_tokens)
         return reply
 
-    def check(self) -> list[str | Problem]:
+    def check(self) -> Sequence[str | Problem]:  # Sequence: a subclass may return list[str]
         """Problems a person can act on, each a sentence naming the fix (key refused, endpoint unreachable, model
         unknown); empty when the provider can score. Never spends tokens; never raises for a problem it finds.
         A sentence is an error; a ``Problem`` carries its own severity (a warning: the chain still scores)."""

@@ -52,7 +52,8 @@ class Cooldowns:
                 return self._until[name] - now
             n = self._failures.get(name, 0) + 1
             self._failures[name] = n
-            pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2 ** min(n - 1, 32)))  # no float overflow in long outages
+            # min(n - 1, 32): no float overflow in long outages
+            pause = min(self.cfg.max_s, max(retry_after or 0.0, self.cfg.base_s * 2.0 ** min(n - 1, 32)))
             self._until[name] = now + pause
         # once per provider per pause, with the cause: an outage must not hide at DEBUG
         log.warning("provider %s unavailable, paused %.0fs: %s", name, pause, cause or "no answer")

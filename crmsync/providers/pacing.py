@@ -229,6 +229,7 @@ class Pacer:
                 if bucket.put(item):
                     return waited
                 wait_ms = bucket.waiting(item)
+            assert isinstance(wait_ms, int)  # an in-memory bucket answers at once, never with an awaitable
             delay = max(wait_ms, 1) / 1000
             self._sleep(delay)
             waited += delay

@@ -7,6 +7,7 @@ background thread, recording every request it receives and answering with script
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -194,10 +195,8 @@ class BaseEmulator:
         with self._lock:
             conns = list(self._conns)
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._server.server_close()
         self._thread.join(timeout=2)
         self._server = self._thread = None

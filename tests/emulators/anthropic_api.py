@@ -22,9 +22,11 @@ _ERRORS = {
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
     429: (
         "rate_limit_error",
-        "This request would exceed the rate limit for your organization of 50 requests per "
-        "minute. Please reduce the prompt length or the maximum tokens requested, or try "
-        "again later.",
+        (
+            "This request would exceed the rate limit for your organization of 50 requests per "
+            "minute. Please reduce the prompt length or the maximum tokens requested, or try "
+            "again later."
+        ),
     ),
     500: ("api_error", "Internal server error"),
     503: ("api_error", "Service unavailable"),
@@ -179,11 +181,11 @@ class AnthropicEmulator(BaseEmulator):
             if role not in ("user", "assistant") or "content" not in m:
                 return self._bad(f"messages.{i}: Input should be a valid message with role 'user' or 'assistant'")
         system = body.get("system")
-        if system is not None and not isinstance(system, str):
-            if not isinstance(system, list) or not all(
-                isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str) for b in system
-            ):
-                return self._bad("system: Input should be a valid string or a list of text blocks")
+        if (system is not None and not isinstance(system, str)) and (
+            not isinstance(system, list)
+            or not all(isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str) for b in system)
+        ):
+            return self._bad("system: Input should be a valid string or a list of text blocks")
         breakpoints = [cc for _, cc in self._segments(body) if cc is not None]
         if len(breakpoints) > 4:
             return self._bad(f"A maximum of 4 blocks with cache_control may be provided. Found {len(breakpoints)}.")

@@ -39,17 +39,17 @@ def strict_schema_problem(schema: object, ctx: tuple = ()) -> str | None:
                 f"every key in properties. Missing '{missing[0]}'."
             )
         for k, sub in props.items():
-            if p := strict_schema_problem(sub, ctx + ("properties", k)):
+            if p := strict_schema_problem(sub, (*ctx, "properties", k)):
                 return p
-    if "items" in schema and (p := strict_schema_problem(schema["items"], ctx + ("items",))):
+    if "items" in schema and (p := strict_schema_problem(schema["items"], (*ctx, "items"))):
         return p
     for key in ("anyOf", "allOf", "oneOf"):
         for i, sub in enumerate(schema.get(key) or []):
-            if p := strict_schema_problem(sub, ctx + (key, str(i))):
+            if p := strict_schema_problem(sub, (*ctx, key, str(i))):
                 return p
     for key in ("$defs", "definitions"):
         for name, sub in (schema.get(key) or {}).items():
-            if p := strict_schema_problem(sub, ctx + (key, name)):
+            if p := strict_schema_problem(sub, (*ctx, key, name)):
                 return p
     return None
 

@@ -104,7 +104,8 @@ class OpenAIBatchEmulator(BatchControls, OpenAIEmulator):
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in msg.iter_parts() if msg.is_multipart() else []:
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)  # bytes for a leaf part
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
         if "file" not in fields or "purpose" not in fields:
             return 400, _err("Missing required parameter: 'file' and 'purpose' are required.", code="missing_required_parameter")
         purpose = fields["purpose"][1].decode()
@@ -234,6 +235,7 @@ class OpenAIBatchEmulator(BatchControls, OpenAIEmulator):
         ok = sum(1 for r in b.requests if r.ended_as == "succeeded")
         failed = sum(1 for r in b.requests if r.ended_as in ("errored", "expired", "canceled")) if ended else 0
         ts = int(b.created)
+        end = int(b.ended) if b.ended is not None else None
         return {
             "id": b.id,
             "object": "batch",
@@ -247,12 +249,12 @@ class OpenAIBatchEmulator(BatchControls, OpenAIEmulator):
             "created_at": ts,
             "in_progress_at": ts if status != "validating" else None,
             "expires_at": ts + 86400,
-            "finalizing_at": int(b.ended) if ended and b.outcome == "completed" else None,
-            "completed_at": int(b.ended) if ended and b.outcome == "completed" else None,
-            "failed_at": int(b.ended) if b.outcome == "failed" and ended else None,
-            "expired_at": int(b.ended) if b.outcome == "expired" and ended else None,
+            "finalizing_at": end if ended and b.outcome == "completed" else None,
+            "completed_at": end if ended and b.outcome == "completed" else None,
+            "failed_at": end if b.outcome == "failed" and ended else None,
+            "expired_at": end if b.outcome == "expired" and ended else None,
             "cancelling_at": int(b.cancel_at) if b.cancel_at else None,
-            "cancelled_at": int(b.ended) if b.outcome == "cancelled" and ended else None,
+            "cancelled_at": end if b.outcome == "cancelled" and ended else None,
             "request_counts": {"total": len(b.requests), "completed": ok if ended else 0, "failed": failed},
             "metadata": b.metadata,
             "model": b.requests[0].body.get("model") if b.requests else None,
@@ -260,7 +262,8 @@ class OpenAIBatchEmulator(BatchControls, OpenAIEmulator):
         }
 
     def _write_result_files(self, b: EmuBatch) -> None:
-        out, err = [], []
+        out: list[dict[str, Any]] = []
+        err: list[dict[str, Any]] = []
         for r in b.requests:
             line: dict[str, Any] = {"id": new_id("batch_req_", 32), "custom_id": r.custom_id}
             if r.status is not None:

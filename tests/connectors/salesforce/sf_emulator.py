@@ -302,9 +302,8 @@ class SalesforceEmulator:
                 value = bool(value)
             elif spec["type"] == "datetime" and value is not None:
                 value = sf_soql.parse_datetime(value)
-            elif spec["type"] in ("string", "textarea", "picklist") and value is not None:
-                if len(str(value)) > spec["length"]:
-                    return {"id": rid, **fail("STRING_TOO_LONG", f"{spec['label']}: data value too large", [name])}
+            elif spec["type"] in ("string", "textarea", "picklist") and value is not None and len(str(value)) > spec["length"]:
+                return {"id": rid, **fail("STRING_TOO_LONG", f"{spec['label']}: data value too large", [name])}
             changes[name] = value
         stamp = self.now()
         current.update(changes, LastModifiedDate=stamp, SystemModstamp=stamp)

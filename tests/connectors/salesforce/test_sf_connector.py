@@ -331,3 +331,21 @@ def test_a_login_answered_by_a_5xx_page_is_retried_not_fatal(make, emulator, mon
     answers[:] = [(503, "Service Unavailable")] * 5
     with pytest.raises(RetriableConnectorError, match="login: HTTP 503"):
         list(make(max_retries=1).fetch_unscored(None, 10))
+
+
+def test_the_calibrated_probability_lands_in_a_percent_field_and_check_knows_its_shape(make, emulator) -> None:
+    """Issue 15's optional output on Salesforce: P(qualified) 0.42 is stored as 42 in a Percent field, and
+    `crmsync check` describes what the field must be instead of failing on an output it does not know."""
+    from sf_emulator import _f
+
+    fields = SF_FIELDS.model_copy(update={"outputs": SF_FIELDS.outputs.model_copy(update={"probability": "AI_Probability__c"})})
+    conn = make(fields=fields)
+    problems = conn.check()
+    assert [p.where for p in problems] == ["fields.outputs.probability"]
+    assert "AI_Probability__c" in problems[0].message
+    emulator.schema["Lead"]["AI_Probability__c"] = _f("AI_Probability__c", "percent", precision=4)
+    (a,) = leads(emulator, 1)
+    out = make(fields=fields).write([score(a, 70, AI_Probability__c=0.42)])
+    assert out[0].ok, out[0].error
+    assert emulator.records["Lead"][a]["AI_Probability__c"] == 42
+    assert make(fields=fields).check() == []
