@@ -139,7 +139,7 @@ def test_field_set_after_the_outcome_is_refused_by_name(learn_config) -> None:
     r = train(cfg, "model")
     assert r.exit_code == 1
     assert flat(r.output).strip() == (
-        "refused: `lead_status` (looks like a status field), `OwnerId` (looks like a owner field) is set after the outcome "
+        "refused: `lead_status` (looks like a status field), `OwnerId` (looks like an owner field) is set after the outcome "
         "is known, so a model trained on it would look good and predict nothing for a new lead. Remove it from "
         "[fields] inputs, or, if it really is known when the lead arrives, list it in [learn] allow_fields."
     )

@@ -47,8 +47,13 @@ def read_labels(path: Path, config: Config) -> list[LabeledLead]:
     else:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
+    if len(rows) != len(leads):  # the two readers must agree row for row, or outcomes land on the wrong leads
+        raise ConfigError(
+            f"{path}: read as {len(leads)} leads but {len(rows)} outcome rows; save it as a comma-separated UTF-8 CSV "
+            "(or JSON Lines) with one header line and no blank lines"
+        )
     out = []
-    for n, (lead, row) in enumerate(zip(leads, rows, strict=False), 2 if path.suffix.lower() == ".csv" else 1):
+    for n, (lead, row) in enumerate(zip(leads, rows, strict=True), 2 if path.suffix.lower() == ".csv" else 1):
         raw = str(row.get("outcome", "") if row.get("outcome") is not None else "").strip().lower()
         if raw in QUALIFIED:
             y = 1

@@ -89,7 +89,7 @@ def infer_spec(rows: Sequence[Mapping[str, Any]], names: Sequence[str], *, allow
     """Numeric, categorical or skipped, per input, from the training rows. Refuses leaky names (LeakRefused)."""
     leaks = [(n, w) for n in names if n not in allow and (w := leaky_name(n))]
     if leaks:
-        what = ", ".join(f"`{n}` (looks like a {w} field)" for n, w in leaks)
+        what = ", ".join(f"`{n}` (looks like {'an' if w[0] in 'aeiou' else 'a'} {w} field)" for n, w in leaks)
         raise LeakRefused(
             f"refused: {what} is set after the outcome is known, so a model trained on it would look good and predict nothing "
             f"for a new lead. Remove it from [fields] inputs, or, if it really is known when the lead arrives, "
