@@ -17,7 +17,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ._http import _AUTH_HEADERS, REDACTED, RecordedRequest
 from .anthropic_api import AnthropicEmulator
 from .batch_core import BatchControls, EmuBatch, Request, query, send_bytes
 from .behaviours import new_id
@@ -41,15 +40,7 @@ class AnthropicBatchEmulator(BatchControls, AnthropicEmulator):
         path = h.path.split("?")[0]
         if not path.startswith(PREFIX):
             return super()._handle(h)
-        self._tls.rid = None
-        length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in h.headers.items()}
-        rec = RecordedRequest(
-            h.command, path, {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()}, None, self._auth_ok(headers)
-        )
-        with self._lock:
-            self.requests.append(rec)
+        rec, raw, headers = self._receive(h, path)
         if not rec.auth_ok:
             status, obj = 401, self._err("authentication_error", "invalid x-api-key")
         elif not headers.get("anthropic-version"):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._http import _AUTH_HEADERS, REDACTED, RecordedRequest
 from .behaviours import LN_09, Behaviour, answer, extract_lead
 
 
@@ -141,6 +142,18 @@ class BatchControls:
             else:
                 r.status, r.answer = self.answer_body(r.body)
             r.ended_as = "succeeded" if r.status == 200 else "errored"
+
+    def _receive(self, h: Any, path: str) -> tuple[RecordedRequest, bytes, dict[str, str]]:
+        """Read and record one batch-API request (auth headers redacted), as the synchronous routes do."""
+        self._tls.rid = None  # type: ignore[attr-defined]
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        masked = {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()}
+        rec = RecordedRequest(h.command, path, masked, None, self._auth_ok(headers))  # type: ignore[attr-defined]
+        with self._lock:  # type: ignore[attr-defined]
+            self.requests.append(rec)  # type: ignore[attr-defined]
+        return rec, raw, headers
 
     def answer_body(self, body: dict) -> tuple[int, dict]:
         """One request through the synchronous emulator's brain: validation, scripts, the default rule and its

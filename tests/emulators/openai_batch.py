@@ -18,7 +18,6 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
-from ._http import _AUTH_HEADERS, REDACTED, RecordedRequest
 from .batch_core import BatchControls, EmuBatch, Request, query, send_bytes
 from .behaviours import new_id
 from .openai_api import OpenAIEmulator, _err
@@ -39,15 +38,7 @@ class OpenAIBatchEmulator(BatchControls, OpenAIEmulator):
         path = h.path.split("?")[0]
         if not path.startswith(("/v1/files", "/v1/batches")):
             return super()._handle(h)
-        self._tls.rid = None
-        length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in h.headers.items()}
-        rec = RecordedRequest(
-            h.command, path, {k: (REDACTED if k in _AUTH_HEADERS else v) for k, v in headers.items()}, None, self._auth_ok(headers)
-        )
-        with self._lock:
-            self.requests.append(rec)
+        rec, raw, headers = self._receive(h, path)
         if not rec.auth_ok:
             status, obj = 401, _err("Incorrect API key provided.", code="invalid_api_key")
         else:
